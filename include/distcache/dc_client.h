@@ -1,0 +1,114 @@
+/*
+ * distcache client API (DC_CTX): blocking operations on a session cache.
+ *
+ * Source compatible with distcache 1.x: the names, flags and return
+ * conventions below are those of 1.x, so a program written for 1.x (for
+ * example Apache's mod_socache_dc) builds against this library unchanged.
+ * Functions after "Extensions" are new in this project.
+ *
+ * Addresses: "UNIX:/path", "IP:port", "IP:host:port", "IP:[v6]:port".
+ */
+#ifndef DISTCACHE_DC_CLIENT_H
+#define DISTCACHE_DC_CLIENT_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(DISTCACHE_BUILDING) && defined(__GNUC__)
+#define DC_EXPORT __attribute__((visibility("default")))
+#else
+#define DC_EXPORT
+#endif
+
+/* Version of this API; 1.x defined 0x0001. */
+#define DISTCACHE_CLIENT_API 0x0001
+
+typedef struct st_DC_CTX DC_CTX;
+
+/* Keep one connection open across operations instead of one per operation. */
+#define DC_CTX_FLAG_PERSISTENT 0x0001
+/* With PERSISTENT: a process that forked opens a connection of its own. */
+#define DC_CTX_FLAG_PERSISTENT_PIDCHECK 0x0002
+/* With PERSISTENT: retry once, on a fresh connection, an operation whose
+ * persistent connection broke. */
+#define DC_CTX_FLAG_PERSISTENT_RETRY 0x0004
+/* With PERSISTENT: connect at the first operation, not in DC_CTX_new. */
+#define DC_CTX_FLAG_PERSISTENT_LATE 0x0008
+
+/* Smallest session timeout, in milliseconds, that the API accepts. */
+#define DC_MIN_TIMEOUT 500
+
+/* Creates a context for the cache at `target`. Returns NULL when the address
+ * is malformed or (PERSISTENT without LATE) the first connection fails;
+ * DC_last_new_error() then says why. */
+DC_EXPORT DC_CTX *DC_CTX_new(const char *target, unsigned int flags);
+/* Closes the context's connection and frees it. NULL is ignored. */
+DC_EXPORT void DC_CTX_free(DC_CTX *ctx);
+
+/* Stores a session. Returns non-zero when the cache stored it, zero on any
+ * failure (bad argument, timeout below DC_MIN_TIMEOUT, id not 1..64 bytes,
+ * data over 32768 bytes, a session with this id already stored, cache
+ * unreachable or too slow). */
+DC_EXPORT int DC_CTX_add_session(DC_CTX *ctx, const unsigned char *id_data, unsigned int id_len,
+                                 const unsigned char *sess_data, unsigned int sess_len,
+                                 unsigned long timeout_msecs);
+/* Removes a session. Returns non-zero when it was stored and is now gone. */
+DC_EXPORT int DC_CTX_remove_session(DC_CTX *ctx, const unsigned char *id_data,
+                                    unsigned int id_len);
+/* Fetches a session. Returns non-zero on a hit and sets *result_used to the
+ * session's full length; at most result_size bytes are copied to
+ * result_storage (which may be NULL when result_size is 0), so a caller whose
+ * buffer was too small can compare *result_used with its size and call
+ * DC_CTX_reget_session with a bigger one. Returns zero on a miss or error. */
+DC_EXPORT int DC_CTX_get_session(DC_CTX *ctx, const unsigned char *id_data, unsigned int id_len,
+                                 unsigned char *result_storage, unsigned int result_size,
+                                 unsigned int *result_used);
+/* Returns the session fetched by the last successful DC_CTX_get_session for
+ * the same id, without touching the network; zero when the id differs or
+ * nothing was fetched. Same conventions as DC_CTX_get_session. */
+DC_EXPORT int DC_CTX_reget_session(DC_CTX *ctx, const unsigned char *id_data, unsigned int id_len,
+                                   unsigned char *result_storage, unsigned int result_size,
+                                   unsigned int *result_used);
+/* Returns 1 when the session is stored, 0 when it is not, -1 on error. */
+DC_EXPORT int DC_CTX_has_session(DC_CTX *ctx, const unsigned char *id_data, unsigned int id_len);
+
+/* ---- Extensions (not in distcache 1.x) ---- */
+
+/* Default deadline of one operation (connect + send + receive), in ms. */
+#define DC_DEFAULT_OP_TIMEOUT_MS 100
+/* Default back-off after a failure to connect, in ms. */
+#define DC_DEFAULT_BACKOFF_MS 1000
+
+/* Error codes of DC_CTX_last_error(). */
+#define DC_ERR_NONE 0         /* the last operation succeeded (or was a plain miss) */
+#define DC_ERR_ARGUMENT 1     /* a bad argument: NULL, id or data length, timeout */
+#define DC_ERR_CONNECT 2      /* the cache could not be reached */
+#define DC_ERR_BACKOFF 3      /* skipped: a recent connect failure, back-off running */
+#define DC_ERR_TIMEOUT 4      /* the operation's deadline passed */
+#define DC_ERR_IO 5           /* the connection broke while sending or receiving */
+#define DC_ERR_PROTOCOL 6     /* the peer sent something that is not the protocol */
+#define DC_ERR_REFUSED 7      /* the cache answered, but refused (ADD status, DISCONNECTED) */
+#define DC_ERR_ADDRESS 8      /* the address is malformed or cannot be resolved */
+
+/* Like DC_CTX_new, with the address from DC_CACHE_ADDR and, when set, the
+ * per-operation deadline from DC_CACHE_TIMEOUT_MS (1..60000). Returns NULL
+ * when a variable is missing or malformed; DC_last_new_error() says which. */
+DC_EXPORT DC_CTX *DC_CTX_new_env(unsigned int flags);
+/* Why the last DC_CTX_new / DC_CTX_new_env of this thread returned NULL. */
+DC_EXPORT const char *DC_last_new_error(void);
+
+/* Sets the deadline of each operation (1..60000 ms). Returns non-zero on success. */
+DC_EXPORT int DC_CTX_set_timeout(DC_CTX *ctx, unsigned int msecs);
+/* Sets the back-off after a connect failure (0..600000 ms; 0 disables it). */
+DC_EXPORT int DC_CTX_set_backoff(DC_CTX *ctx, unsigned int msecs);
+/* The outcome of the context's last operation: a DC_ERR_* code, and one line
+ * of text for logs (never NULL, valid until the next call on ctx). */
+DC_EXPORT int DC_CTX_last_error(const DC_CTX *ctx);
+DC_EXPORT const char *DC_CTX_last_error_string(const DC_CTX *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DISTCACHE_DC_CLIENT_H */

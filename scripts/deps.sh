@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages that distcache needs and that are missing.
+# Usage: scripts/deps.sh [build|test|demo|bench]   (default: build)
+# Runs `apt-get update` once, and only when something must be installed.
+set -euo pipefail
+
+want=(g++ meson ninja-build pkg-config libssl-dev libev-dev libcmocka-dev)
+case "${1:-build}" in
+  build) ;;
+  demo) want+=(openssl nginx) ;;
+  test) want+=(openssl nginx clang libclang-rt-14-dev iproute2 procps) ;;
+  bench) want+=(openssl nginx redis-server redis-tools procps) ;;
+  *) echo "deps.sh: unknown set '$1' (use build, test, demo or bench)" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps.sh: missing packages: ${missing[*]}; run as root or install them with apt-get" >&2
+  exit 1
+fi
+echo "deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
