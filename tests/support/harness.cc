@@ -1,0 +1,362 @@
+// The shared test harness: see harness.h.
+#include "harness.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <utility>
+
+namespace dc::test {
+
+namespace {
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "harness: %s\n", what.c_str());
+  std::abort();
+}
+
+// Milliseconds left until `deadline` (now_ms() based), at least 0.
+int left(int64_t deadline) {
+  int64_t l = deadline - now_ms();
+  return l > 0 ? int(l) : 0;
+}
+
+}  // namespace
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/dct.XXXXXX";
+  if (!mkdtemp(tmpl.data())) die("mkdtemp failed: " + std::string(strerror(errno)));
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+Process Process::spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                       const std::string& log_path) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid < 0) die("fork failed: " + std::string(strerror(errno)));
+  if (pid == 0) {
+    for (const auto& e : env) putenv(const_cast<char*>(e.c_str()));
+    if (!log_path.empty()) {
+      int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (fd >= 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+        close(fd);
+      }
+    }
+    ::signal(SIGPIPE, SIG_DFL);
+    execv(args[0], args.data());
+    std::fprintf(stderr, "harness: cannot run %s: %s\n", args[0], strerror(errno));
+    _exit(127);
+  }
+  Process p;
+  p.pid_ = pid;
+  return p;
+}
+
+Process::Process(Process&& o) noexcept
+    : pid_(std::exchange(o.pid_, -1)), status_(std::exchange(o.status_, std::nullopt)) {}
+
+Process& Process::operator=(Process&& o) noexcept {
+  if (this != &o) {
+    if (pid_ > 0 && !status_) stop(0);
+    pid_ = std::exchange(o.pid_, -1);
+    status_ = std::exchange(o.status_, std::nullopt);
+  }
+  return *this;
+}
+
+Process::~Process() {
+  if (pid_ > 0 && !status_) {
+    kill(pid_, SIGKILL);
+    int st;
+    waitpid(pid_, &st, 0);
+  }
+}
+
+bool Process::running() {
+  if (pid_ <= 0 || status_) return false;
+  int st;
+  pid_t r = waitpid(pid_, &st, WNOHANG);
+  if (r == pid_) {
+    status_ = st;
+    return false;
+  }
+  return true;
+}
+
+bool Process::signal(int sig) { return running() && kill(pid_, sig) == 0; }
+
+std::optional<int> Process::wait(int timeout_ms) {
+  if (status_) return status_;
+  if (pid_ <= 0) return std::nullopt;
+  int64_t deadline = now_ms() + timeout_ms;
+  while (true) {
+    int st;
+    pid_t r = waitpid(pid_, &st, WNOHANG);
+    if (r == pid_) {
+      status_ = st;
+      return status_;
+    }
+    if (now_ms() >= deadline) return std::nullopt;
+    usleep(5000);
+  }
+}
+
+int Process::stop(int grace_ms) {
+  if (status_) return *status_;
+  if (pid_ <= 0) return -1;
+  kill(pid_, SIGTERM);
+  if (auto st = wait(grace_ms)) return *st;
+  kill(pid_, SIGKILL);
+  int st = 0;
+  waitpid(pid_, &st, 0);
+  status_ = st;
+  return st;
+}
+
+int exit_code(int st) {
+  if (WIFEXITED(st)) return WEXITSTATUS(st);
+  if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+  return -1;
+}
+
+int run(const std::vector<std::string>& argv, std::string& output, int timeout_ms,
+        const std::vector<std::string>& env) {
+  TempDir dir;
+  std::string log = dir.file("out");
+  Process p = Process::spawn(argv, env, log);
+  std::optional<int> st = p.wait(timeout_ms);
+  if (!st) p.stop(0);
+  std::ifstream in(log);
+  output.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return st ? exit_code(*st) : -1;
+}
+
+uint16_t free_tcp_port() {
+  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sin;
+  if (!fd || bind(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 ||
+      getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sin), &len) != 0)
+    die("cannot find a free TCP port");
+  return ntohs(sin.sin_port);
+}
+
+Address addr(const std::string& text) {
+  Address a;
+  std::string err;
+  if (!parse_address(text, a, err)) die(err);
+  return a;
+}
+
+bool wait_until_accepting(const Address& a, int timeout_ms) {
+  int64_t deadline = now_ms() + timeout_ms;
+  do {
+    RawConn c;
+    if (c.connect(a, 500)) return true;
+    usleep(10000);
+  } while (now_ms() < deadline);
+  return false;
+}
+
+bool wait_for_unix_socket(const std::string& path, int timeout_ms) {
+  return wait_until_accepting(addr("UNIX:" + path), timeout_ms);
+}
+
+bool wait_for_tcp(uint16_t port, int timeout_ms) {
+  return wait_until_accepting(addr("IP:127.0.0.1:" + std::to_string(port)), timeout_ms);
+}
+
+long rss_kb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  return -1;
+}
+
+std::string env_or_die(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) die(std::string("environment variable ") + name + " is not set (run the test through meson)");
+  return v;
+}
+
+bool RawConn::connect(const Address& a, int timeout_ms) {
+  fd_.reset();
+  pending_.clear();
+  dec_ = proto::Decoder();
+  SockAddr sa;
+  if (!resolve(a, false, sa, error_)) return false;
+  UniqueFd fd = connect_start(sa, error_);
+  if (!fd) return false;
+  pollfd p{fd.get(), POLLOUT, 0};
+  if (poll(&p, 1, timeout_ms) != 1) {
+    error_ = "connect timed out";
+    return false;
+  }
+  if (int e = connect_result(fd.get()); e != 0) {
+    error_ = std::string("connect failed: ") + strerror(e);
+    return false;
+  }
+  fd_ = std::move(fd);
+  return true;
+}
+
+bool RawConn::send_raw(proto::Bytes bytes, int timeout_ms) {
+  int64_t deadline = now_ms() + timeout_ms;
+  while (!bytes.empty()) {
+    ssize_t n = ::send(fd_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      bytes = bytes.subspan(size_t(n));
+      continue;
+    }
+    if (n < 0 && errno != EAGAIN && errno != EINTR) {
+      error_ = std::string("send failed: ") + strerror(errno);
+      return false;
+    }
+    pollfd p{fd_.get(), POLLOUT, 0};
+    if (poll(&p, 1, left(deadline)) != 1) {
+      error_ = "send timed out";
+      return false;
+    }
+  }
+  return true;
+}
+
+bool RawConn::send(proto::Op op, uint32_t uid, proto::Bytes payload, int timeout_ms) {
+  proto::Message m;
+  m.op = op;
+  m.uid = uid;
+  m.payload = payload;
+  std::vector<uint8_t> wire;
+  if (!proto::append(wire, m)) {
+    error_ = "payload too large to encode";
+    return false;
+  }
+  return send_raw(wire, timeout_ms);
+}
+
+std::optional<proto::Message> RawConn::recv(std::vector<uint8_t>& payload, int timeout_ms) {
+  int64_t deadline = now_ms() + timeout_ms;
+  while (true) {
+    if (!pending_.empty()) {
+      proto::Message m;
+      proto::DecodeResult r = dec_.decode(pending_, m);
+      if (r.status == proto::DecodeStatus::corrupt) {
+        error_ = std::string("corrupt answer: ") + proto::to_string(r.reason);
+        return std::nullopt;
+      }
+      if (r.status == proto::DecodeStatus::message) {
+        payload.assign(m.payload.begin(), m.payload.end());
+        pending_.erase(pending_.begin(), pending_.begin() + ptrdiff_t(r.consumed));
+        m.payload = payload;
+        return m;
+      }
+      pending_.clear();  // need_more consumed everything
+    }
+    uint8_t buf[65536];
+    ssize_t n = ::recv(fd_.get(), buf, sizeof buf, 0);
+    if (n > 0) {
+      pending_.insert(pending_.end(), buf, buf + n);
+      continue;
+    }
+    if (n == 0) {
+      error_ = "connection closed by peer";
+      return std::nullopt;
+    }
+    if (errno != EAGAIN && errno != EINTR) {
+      error_ = std::string("recv failed: ") + strerror(errno);
+      return std::nullopt;
+    }
+    pollfd p{fd_.get(), POLLIN, 0};
+    if (poll(&p, 1, left(deadline)) != 1) {
+      error_ = "no answer before the deadline";
+      return std::nullopt;
+    }
+  }
+}
+
+bool RawConn::wait_closed(int timeout_ms) {
+  int64_t deadline = now_ms() + timeout_ms;
+  while (true) {
+    uint8_t buf[65536];
+    ssize_t n = ::recv(fd_.get(), buf, sizeof buf, 0);
+    if (n == 0) return true;
+    if (n < 0 && errno == ECONNRESET) return true;
+    if (n < 0 && errno != EAGAIN && errno != EINTR) return false;
+    if (n > 0) continue;
+    pollfd p{fd_.get(), POLLIN, 0};
+    if (poll(&p, 1, left(deadline)) != 1) return false;
+  }
+}
+
+std::optional<std::vector<uint8_t>> RawConn::call(proto::Op op, proto::Bytes payload,
+                                                  int timeout_ms) {
+  uint32_t uid = next_uid_++;
+  if (!send(op, uid, payload, timeout_ms)) return std::nullopt;
+  std::vector<uint8_t> out;
+  auto m = recv(out, timeout_ms);
+  if (!m) return std::nullopt;
+  if (!m->is_response || m->uid != uid || m->op != op) {
+    error_ = "answer does not match the request (uid, operation or direction)";
+    return std::nullopt;
+  }
+  return out;
+}
+
+std::vector<uint8_t> add_payload(const std::string& id, const std::string& data,
+                                 uint32_t timeout_ms) {
+  std::vector<uint8_t> p(proto::kAddPrefix);
+  proto::add_prefix(timeout_ms, uint32_t(id.size()), p.data());
+  p.insert(p.end(), id.begin(), id.end());
+  p.insert(p.end(), data.begin(), data.end());
+  return p;
+}
+
+int RawConn::add(const std::string& id, const std::string& data, uint32_t timeout_ms) {
+  auto r = call(proto::Op::add, add_payload(id, data, timeout_ms));
+  return r && r->size() == 1 ? (*r)[0] : -1;
+}
+
+std::optional<std::string> RawConn::get(const std::string& id) {
+  auto r = call(proto::Op::get, bytes(id));
+  if (!r) return std::nullopt;
+  if (proto::classify_get(*r) != proto::GetAnswer::data) return std::string();
+  return std::string(r->begin(), r->end());
+}
+
+int RawConn::remove(const std::string& id) {
+  auto r = call(proto::Op::remove, bytes(id));
+  return r && r->size() == 1 ? (*r)[0] : -1;
+}
+
+int RawConn::have(const std::string& id) {
+  auto r = call(proto::Op::have, bytes(id));
+  return r && r->size() == 1 ? (*r)[0] : -1;
+}
+
+}  // namespace dc::test
