@@ -7,6 +7,14 @@
  * Functions after "Extensions" are new in this project.
  *
  * Addresses: "UNIX:/path", "IP:port", "IP:host:port", "IP:[v6]:port".
+ *
+ * Every operation is bounded by a deadline (DC_CTX_set_timeout) covering
+ * connect, send and receive, and fails at once, without touching the network,
+ * while a back-off after a failed connect runs (DC_CTX_set_backoff). Without
+ * DC_CTX_FLAG_PERSISTENT each operation opens and closes its own connection.
+ * A DC_CTX is not thread-safe: use one per thread. Separate DC_CTX never
+ * share state. No function aborts or raises a signal on bad input; SIGPIPE
+ * is never raised (MSG_NOSIGNAL).
  */
 #ifndef DISTCACHE_DC_CLIENT_H
 #define DISTCACHE_DC_CLIENT_H
@@ -31,7 +39,9 @@ typedef struct st_DC_CTX DC_CTX;
 /* With PERSISTENT: a process that forked opens a connection of its own. */
 #define DC_CTX_FLAG_PERSISTENT_PIDCHECK 0x0002
 /* With PERSISTENT: retry once, on a fresh connection, an operation whose
- * persistent connection broke. */
+ * persistent connection broke before any answer arrived (the retry shares the
+ * operation's deadline). Without it such an operation fails, and the next one
+ * opens a new connection. */
 #define DC_CTX_FLAG_PERSISTENT_RETRY 0x0004
 /* With PERSISTENT: connect at the first operation, not in DC_CTX_new. */
 #define DC_CTX_FLAG_PERSISTENT_LATE 0x0008
@@ -39,9 +49,13 @@ typedef struct st_DC_CTX DC_CTX;
 /* Smallest session timeout, in milliseconds, that the API accepts. */
 #define DC_MIN_TIMEOUT 500
 
-/* Creates a context for the cache at `target`. Returns NULL when the address
- * is malformed or (PERSISTENT without LATE) the first connection fails;
- * DC_last_new_error() then says why. */
+/* Creates a context for the cache at `target`. The address is parsed and
+ * resolved here, once. The deadline of operations is DC_DEFAULT_OP_TIMEOUT_MS
+ * or, when set, DC_CACHE_TIMEOUT_MS from the environment (so that programs
+ * written for 1.x can lengthen it; a malformed value fails creation).
+ * Returns NULL when the address is malformed or cannot be resolved, or
+ * (PERSISTENT without LATE) the first connection fails; DC_last_new_error()
+ * then says why. */
 DC_EXPORT DC_CTX *DC_CTX_new(const char *target, unsigned int flags);
 /* Closes the context's connection and frees it. NULL is ignored. */
 DC_EXPORT void DC_CTX_free(DC_CTX *ctx);
@@ -53,20 +67,27 @@ DC_EXPORT void DC_CTX_free(DC_CTX *ctx);
 DC_EXPORT int DC_CTX_add_session(DC_CTX *ctx, const unsigned char *id_data, unsigned int id_len,
                                  const unsigned char *sess_data, unsigned int sess_len,
                                  unsigned long timeout_msecs);
-/* Removes a session. Returns non-zero when it was stored and is now gone. */
+/* Removes a session. Returns non-zero when it was stored and is now gone;
+ * zero when it was not stored (DC_CTX_last_error() is then DC_ERR_NONE) or
+ * on any failure. */
 DC_EXPORT int DC_CTX_remove_session(DC_CTX *ctx, const unsigned char *id_data,
                                     unsigned int id_len);
-/* Fetches a session. Returns non-zero on a hit and sets *result_used to the
- * session's full length; at most result_size bytes are copied to
- * result_storage (which may be NULL when result_size is 0), so a caller whose
- * buffer was too small can compare *result_used with its size and call
- * DC_CTX_reget_session with a bigger one. Returns zero on a miss or error. */
+/* Fetches a session. Returns non-zero on a hit and sets *result_used (when
+ * not NULL) to the session's full length, even when that is more than
+ * result_size. As in 1.x, the first min(result_size, length) bytes are
+ * copied to result_storage (which may be NULL: then nothing is copied), so a
+ * caller whose buffer was too small has a truncated prefix; it compares
+ * *result_used with its size and calls DC_CTX_reget_session with a bigger
+ * buffer. Returns zero on a miss (DC_CTX_last_error() is then DC_ERR_NONE)
+ * or on any failure. */
 DC_EXPORT int DC_CTX_get_session(DC_CTX *ctx, const unsigned char *id_data, unsigned int id_len,
                                  unsigned char *result_storage, unsigned int result_size,
                                  unsigned int *result_used);
-/* Returns the session fetched by the last successful DC_CTX_get_session for
- * the same id, without touching the network; zero when the id differs or
- * nothing was fetched. Same conventions as DC_CTX_get_session. */
+/* Returns again, without touching the network, the session fetched by the
+ * previous operation on ctx when that was a successful DC_CTX_get_session
+ * for the same id. Returns zero when the id differs, nothing was fetched, or
+ * another operation (add, remove, has, a failed or missed get) came in
+ * between. Same copying conventions as DC_CTX_get_session. */
 DC_EXPORT int DC_CTX_reget_session(DC_CTX *ctx, const unsigned char *id_data, unsigned int id_len,
                                    unsigned char *result_storage, unsigned int result_size,
                                    unsigned int *result_used);
@@ -95,15 +116,21 @@ DC_EXPORT int DC_CTX_has_session(DC_CTX *ctx, const unsigned char *id_data, unsi
  * per-operation deadline from DC_CACHE_TIMEOUT_MS (1..60000). Returns NULL
  * when a variable is missing or malformed; DC_last_new_error() says which. */
 DC_EXPORT DC_CTX *DC_CTX_new_env(unsigned int flags);
-/* Why the last DC_CTX_new / DC_CTX_new_env of this thread returned NULL. */
+/* Why the last DC_CTX_new / DC_CTX_new_env of this thread returned NULL:
+ * one line naming the address or variable; "" after a success. Never NULL. */
 DC_EXPORT const char *DC_last_new_error(void);
 
-/* Sets the deadline of each operation (1..60000 ms). Returns non-zero on success. */
+/* Sets the deadline of each operation (1..60000 ms), covering connect, send
+ * and receive. Returns non-zero on success, zero (nothing changed) when out
+ * of range or ctx is NULL. */
 DC_EXPORT int DC_CTX_set_timeout(DC_CTX *ctx, unsigned int msecs);
-/* Sets the back-off after a connect failure (0..600000 ms; 0 disables it). */
+/* Sets the back-off after a connect failure (0..600000 ms; 0 disables it).
+ * It applies at once, also to a back-off already running (which then ends
+ * `msecs` after its failed connect). Returns non-zero on success. */
 DC_EXPORT int DC_CTX_set_backoff(DC_CTX *ctx, unsigned int msecs);
 /* The outcome of the context's last operation: a DC_ERR_* code, and one line
- * of text for logs (never NULL, valid until the next call on ctx). */
+ * of text for logs (never NULL, valid until the next call on ctx). A NULL
+ * ctx gives DC_ERR_ARGUMENT. */
 DC_EXPORT int DC_CTX_last_error(const DC_CTX *ctx);
 DC_EXPORT const char *DC_CTX_last_error_string(const DC_CTX *ctx);
 

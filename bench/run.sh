@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# The benchmark of issue 7, in one go: distcache side by side with what an
+# operator would pick instead, on this machine, with the ratios the issue
+# targets. See docs/performance.md for the method.
+#
+#   (a) dc_server over a UNIX socket, 16 connections, lockstep and depth 16,
+#       90% GET / 10% ADD, 256-byte sessions, 100,000 ids      (dc_bench)
+#   (b) the same through the dc_client agent                    (dc_bench)
+#   (c) redis-server (no persistence, UNIX socket), GET and SET at the same
+#       connections, pipeline depth and value size            (redis-benchmark)
+#   (d) resident memory of dc_server holding 1,000,000 256-byte sessions
+#   (e) GET throughput with 1,000,000 sessions stored vs 10,000
+#   (f) TLS: resumed handshakes/s, two nginx through the shim vs one nginx with
+#       its own shared cache; cross-instance resumption rate of each (dc_swamp)
+#
+# Usage: bench/run.sh [-d SECONDS] [-o RESULTS_FILE] [-only a,b,c,d,e,f] [-h]
+# Environment: CPU_SERVER (default 0) and CPU_CLIENT (default 1) pin the
+# daemons and the load generators with taskset; CPU_AGENT (default: same as
+# CPU_SERVER); REDIS_N_LOCKSTEP / REDIS_N_PIPELINED (requests per redis test,
+# default 300000 / 3000000); TLS_VERSIONS (default "1.3 1.2"); BUILD_DIR
+# (default build-bench). Exit status 0 when every measurement ran (targets
+# missed are reported, not failed), 1 when something could not run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+DUR=10
+RESULTS=""
+ONLY="a,b,c,d,e,f"
+usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -d) DUR=${2:?-d needs seconds}; shift 2 ;;
+    -o) RESULTS=${2:?-o needs a file}; shift 2 ;;
+    -only) ONLY=${2:?-only needs a list}; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "bench/run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+CPU_SERVER=${CPU_SERVER:-0}
+CPU_CLIENT=${CPU_CLIENT:-1}
+CPU_AGENT=${CPU_AGENT:-$CPU_SERVER}
+REDIS_N_LOCKSTEP=${REDIS_N_LOCKSTEP:-300000}
+REDIS_N_PIPELINED=${REDIS_N_PIPELINED:-3000000}
+TLS_VERSIONS=${TLS_VERSIONS:-"1.3 1.2"}
+BUILD=${BUILD_DIR:-build-bench}
+CONNS=16
+DEPTH=16
+KEYS=100000
+SIZE=256
+
+log() { echo "bench: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+# ---- dependencies and build ----
+scripts/deps.sh bench || die "scripts/deps.sh bench failed"
+if [ -d "$BUILD" ]; then
+  meson setup --reconfigure "$BUILD" --buildtype=release -Dtests=false >/dev/null || die "meson setup failed"
+else
+  meson setup "$BUILD" --buildtype=release -Dtests=false >/dev/null || die "meson setup failed"
+fi
+meson compile -C "$BUILD" >/dev/null || die "build failed (meson compile -C $BUILD)"
+
+SERVER=$root/$BUILD/daemons/server/dc_server
+AGENT=$root/$BUILD/daemons/agent/dc_client
+SHIM=$root/$BUILD/shim/libdistcache_shim.so
+BENCH=$root/$BUILD/tools/dc_bench
+SWAMP=$root/$BUILD/tools/dc_swamp
+[ -x "$BENCH" ] || die "no $BENCH"
+
+work=$(mktemp -d /tmp/dcbench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  sleep 0.2
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+# Starts a background process pinned to a CPU; its pid is in $last_pid.
+start() {  # cpu logname cmd...
+  local cpu=$1 name=$2; shift 2
+  taskset -c "$cpu" "$@" >"$work/$name.log" 2>&1 &
+  last_pid=$!
+  pids+=("$last_pid")
+}
+stop() {  # pid
+  kill "$1" 2>/dev/null
+  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null
+}
+wait_sock() {  # path
+  for _ in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.05; done
+  die "socket $1 did not appear (see $work/*.log)"
+}
+wait_port() {  # port
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
+  die "nothing listens on port $1 (see $work/*.log)"
+}
+free_port() {  # a port nothing answers on, from $1 up
+  local p=$1
+  while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+  echo "$p"
+}
+rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+# jnum JSON KEY: the first number after "KEY": in JSON.
+jnum() { grep -o "\"$2\":[-0-9.eE+]*" <<<"$1" | head -1 | cut -d: -f2; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "n/a" }'; }
+ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "n/a" && a + 0 >= b + 0) }'; }
+
+declare -A R  # results by key
+rows=()
+row() {  # label value target ok
+  rows+=("$1|$2|$3|$4")
+}
+verdict() {  # value op threshold -> PASS/FAIL/n/a
+  local v=$1 op=$2 t=$3
+  [ -z "$v" ] || [ "$v" = "n/a" ] && { echo "n/a"; return; }
+  if [ "$op" = ">=" ]; then ge "$v" "$t" && echo PASS || echo FAIL
+  else awk -v a="$v" -v b="$t" 'BEGIN { exit !(a + 0 < b + 0) }' && echo PASS || echo FAIL; fi
+}
+
+# dc_bench on the client CPU; prints the JSON line, logs the run.
+dcb() {  # name args...
+  local name=$1; shift
+  log "dc_bench $name: $*"
+  local out
+  out=$(taskset -c "$CPU_CLIENT" "$BENCH" -quiet "$@" 2>"$work/bench-$name.err")
+  local rc=$?
+  [ $rc -eq 0 ] || log "dc_bench $name exited $rc: $(tail -3 "$work/bench-$name.err")"
+  echo "$out" | tee -a "$work/raw.jsonl" >/dev/null
+  echo "$out"
+}
+
+start_server() {  # name extra-args...
+  local name=$1; shift
+  rm -f "$work/$name.sock"
+  start "$CPU_SERVER" "$name" "$SERVER" -listen "UNIX:$work/$name.sock" "$@"
+  server_pid=$last_pid
+  wait_sock "$work/$name.sock"
+}
+
+failed=0
+have_server=0; [ -x "$SERVER" ] && have_server=1
+have_agent=0; [ -x "$AGENT" ] && have_agent=1
+[ $have_server -eq 1 ] || log "no dc_server in $BUILD: (a) (b) (d) (e) (f) skipped"
+
+# ---- (a) dc_server direct, and (b) through the agent ----
+common=(-conns $CONNS -mix 10,90,0,0 -datasize $SIZE -keys $KEYS -duration "$DUR")
+if [ $have_server -eq 1 ] && { want a || want b; }; then
+  start_server srv_a -sessions 1000000
+  srv_a=$server_pid
+  if want a; then
+    j=$(dcb a_prefill -connect "UNIX:$work/srv_a.sock" -conns $CONNS -datasize $SIZE -keys $KEYS -prefill -ops 0 -depth 64)
+    j=$(dcb a_lockstep -connect "UNIX:$work/srv_a.sock" "${common[@]}" -depth 1)
+    R[a1]=$(jnum "$j" ops_per_sec); R[a1_p99]=$(jnum "$j" p99)
+    j=$(dcb a_pipelined -connect "UNIX:$work/srv_a.sock" "${common[@]}" -depth $DEPTH)
+    R[a16]=$(jnum "$j" ops_per_sec); R[a16_p99]=$(jnum "$j" p99)
+  fi
+  if want b; then
+    if [ $have_agent -eq 1 ]; then
+      start "$CPU_AGENT" agent_b "$AGENT" -listen "UNIX:$work/agent_b.sock" -server "UNIX:$work/srv_a.sock"
+      agent_b=$last_pid
+      wait_sock "$work/agent_b.sock"
+      j=$(dcb b_lockstep -connect "UNIX:$work/agent_b.sock" "${common[@]}" -depth 1 -prefill)
+      R[b1]=$(jnum "$j" ops_per_sec); R[b1_p99]=$(jnum "$j" p99)
+      j=$(dcb b_pipelined -connect "UNIX:$work/agent_b.sock" "${common[@]}" -depth $DEPTH)
+      R[b16]=$(jnum "$j" ops_per_sec); R[b16_p99]=$(jnum "$j" p99)
+      stop "$agent_b"
+    else
+      log "no dc_client in $BUILD: (b) skipped"; failed=1
+    fi
+  fi
+  stop "$srv_a"
+fi
+
+# ---- (c) redis-server ----
+if want c; then
+  if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
+    rm -f "$work/redis.sock"
+    start "$CPU_SERVER" redis redis-server --port 0 --unixsocket "$work/redis.sock" \
+      --save "" --appendonly no --daemonize no
+    redis_pid=$last_pid
+    wait_sock "$work/redis.sock"
+    for p in 1 $DEPTH; do
+      n=$REDIS_N_LOCKSTEP; [ "$p" -gt 1 ] && n=$REDIS_N_PIPELINED
+      log "redis-benchmark -c $CONNS -P $p -d $SIZE -r $KEYS -n $n -t set,get"
+      out=$(taskset -c "$CPU_CLIENT" redis-benchmark -s "$work/redis.sock" -c $CONNS -P "$p" \
+        -d $SIZE -r $KEYS -n "$n" -t set,get --csv 2>>"$work/redis-bench.err")
+      echo "$out" >>"$work/redis.csv"
+      R[c${p}_set]=$(awk -F'"' '$2 == "SET" { print $4 }' <<<"$out")
+      R[c${p}_get]=$(awk -F'"' '$2 == "GET" { print $4 }' <<<"$out")
+    done
+    stop "$redis_pid"
+  else
+    log "redis-server or redis-benchmark missing: (c) skipped"; failed=1
+  fi
+fi
+
+# ---- (d) RSS with 1,000,000 sessions, and (e) GET with 1,000,000 vs 10,000 ----
+if [ $have_server -eq 1 ] && { want d || want e; }; then
+  start_server srv_d -sessions 1000000
+  srv_d=$server_pid
+  R[d_empty]=$(rss_mb "$srv_d")
+  j=$(dcb d_prefill -connect "UNIX:$work/srv_d.sock" -conns $CONNS -depth 64 -datasize $SIZE -keys 1000000 -prefill -ops 0)
+  R[d_added]=$(grep -o '"prefill":{"ops":[0-9]*' <<<"$j" | cut -d: -f3)
+  R[d]=$(rss_mb "$srv_d")
+  if want e; then
+    j=$(dcb e_1m -connect "UNIX:$work/srv_d.sock" -conns $CONNS -depth $DEPTH -mix 0,100,0,0 -datasize $SIZE -keys 1000000 -duration "$DUR")
+    R[e_1m]=$(jnum "$j" ops_per_sec); R[e_1m_hits]=$(jnum "$j" hits)
+  fi
+  stop "$srv_d"
+  if want e; then
+    start_server srv_e -sessions 1000000
+    srv_e=$server_pid
+    dcb e_prefill -connect "UNIX:$work/srv_e.sock" -conns $CONNS -depth 64 -datasize $SIZE -keys 10000 -prefill -ops 0 >/dev/null
+    j=$(dcb e_10k -connect "UNIX:$work/srv_e.sock" -conns $CONNS -depth $DEPTH -mix 0,100,0,0 -datasize $SIZE -keys 10000 -duration "$DUR")
+    R[e_10k]=$(jnum "$j" ops_per_sec); R[e_10k_hits]=$(jnum "$j" hits)
+    stop "$srv_e"
+  fi
+fi
+
+# ---- (f) TLS through the shim vs nginx's own cache ----
+nginx_conf() {  # name port cache-line
+  local name=$1 port=$2 cache=$3 d=$work/nginx-$1
+  mkdir -p "$d/logs"
+  cat >"$d/nginx.conf" <<EOF
+user $(id -un) $(id -gn);
+daemon off;
+master_process on;
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+env DC_CACHE_ADDR;
+env DC_CACHE_LOG;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $d/body;
+  proxy_temp_path $d/proxy;
+  fastcgi_temp_path $d/fastcgi;
+  uwsgi_temp_path $d/uwsgi;
+  scgi_temp_path $d/scgi;
+  server {
+    listen 127.0.0.1:$port ssl;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_tickets off;
+    $cache
+    location / { return 200 "ok\n"; }
+  }
+}
+EOF
+}
+start_nginx() {  # name port cache-line [env...]
+  local name=$1 port=$2 cache=$3; shift 3
+  nginx_conf "$name" "$port" "$cache"
+  start "$CPU_SERVER" "nginx-$name" env "$@" nginx -p "$work/nginx-$name" -c "$work/nginx-$name/nginx.conf"
+  nginx_pid=$last_pid
+  wait_port "$port"
+}
+swamp() {  # name args...
+  local name=$1; shift
+  log "dc_swamp $name: $*"
+  local out
+  out=$(taskset -c "$CPU_CLIENT" "$SWAMP" -quiet -conns 8 -duration "$DUR" "$@" 2>"$work/swamp-$name.err")
+  [ $? -eq 0 ] || log "dc_swamp $name had failures: $(tail -2 "$work/swamp-$name.err")"
+  echo "$out" >>"$work/raw.jsonl"
+  echo "$out"
+}
+if want f; then
+  if [ $have_server -eq 0 ] || [ $have_agent -eq 0 ] || [ ! -f "$SHIM" ] || ! command -v nginx >/dev/null; then
+    log "(f) needs dc_server, dc_client, the shim and nginx: skipped"; failed=1
+  else
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout "$work/key.pem" -out "$work/cert.pem" -subj /CN=localhost -days 2 2>/dev/null \
+      || die "openssl req failed"
+    start_server srv_f -sessions 1000000
+    srv_f=$server_pid
+    start "$CPU_AGENT" agent_f "$AGENT" -listen "UNIX:$work/agent_f.sock" -server "UNIX:$work/srv_f.sock"
+    agent_f=$last_pid
+    wait_sock "$work/agent_f.sock"
+    p1=$(free_port 18443); p2=$(free_port $((p1 + 1))); p3=$(free_port $((p2 + 1))); p4=$(free_port $((p3 + 1)))
+    shim_env=("LD_PRELOAD=$SHIM" "DC_CACHE_ADDR=UNIX:$work/agent_f.sock")
+    start_nginx shim1 "$p1" "" "${shim_env[@]}"; n1=$nginx_pid
+    start_nginx shim2 "$p2" "" "${shim_env[@]}"; n2=$nginx_pid
+    start_nginx own1 "$p3" "ssl_session_cache shared:SSL:10m;"; n3=$nginx_pid
+    start_nginx own2 "$p4" "ssl_session_cache shared:SSL:10m;"; n4=$nginx_pid
+    for v in $TLS_VERSIONS; do
+      j=$(swamp "shim-$v" -tls "$v" -resume 1 -connect "127.0.0.1:$p1" -connect "127.0.0.1:$p2")
+      R[f_shim_$v]=$(jnum "$j" resumed_per_sec); R[f_shim_rate_$v]=$(jnum "$j" resume_accept_rate)
+      j=$(swamp "own-$v" -tls "$v" -resume 1 -connect "127.0.0.1:$p3")
+      R[f_own_$v]=$(jnum "$j" resumed_per_sec); R[f_own_rate_$v]=$(jnum "$j" resume_accept_rate)
+      j=$(swamp "own-cross-$v" -tls "$v" -resume 1 -connect "127.0.0.1:$p3" -connect "127.0.0.1:$p4")
+      R[f_owncross_rate_$v]=$(jnum "$j" resume_accept_rate)
+    done
+    for p in $n1 $n2 $n3 $n4 $agent_f $srv_f; do stop "$p"; done
+  fi
+fi
+
+# ---- results ----
+pct() { awk -v a="$1" 'BEGIN { if (a == "") print "n/a"; else printf "%.2f%%", a * 100 }'; }
+num() { [ -n "${1:-}" ] && printf "%.0f" "$1" || echo "n/a"; }
+if want a || want c; then
+  r=$(ratio "${R[a1]:-}" "${R[c1_get]:-}"); row "(a) lockstep vs redis GET (P=1)" "$(num "${R[a1]:-}") vs $(num "${R[c1_get]:-}") ops/s = ${r}x" ">= 1.3x" "$(verdict "$r" ">=" 1.3)"
+  r=$(ratio "${R[a16]:-}" "${R[c16_get]:-}"); row "(a) depth $DEPTH vs redis GET (P=$DEPTH)" "$(num "${R[a16]:-}") vs $(num "${R[c16_get]:-}") ops/s = ${r}x" ">= 1.5x" "$(verdict "$r" ">=" 1.5)"
+  row "(c) redis SET P=1 / P=$DEPTH" "$(num "${R[c1_set]:-}") / $(num "${R[c16_set]:-}") ops/s" "-" "-"
+fi
+if want b; then
+  r=$(ratio "${R[b1]:-}" "${R[a1]:-}"); row "(b) agent lockstep vs (a)" "$(num "${R[b1]:-}") ops/s = ${r}x" ">= 0.75x" "$(verdict "$r" ">=" 0.75)"
+  r=$(ratio "${R[b16]:-}" "${R[a16]:-}"); row "(b) agent depth $DEPTH vs (a)" "$(num "${R[b16]:-}") ops/s = ${r}x" ">= 0.75x" "$(verdict "$r" ">=" 0.75)"
+fi
+if want d; then
+  row "(d) dc_server RSS, ${R[d_added]:-?} sessions of $SIZE B" "${R[d]:-n/a} MB (empty: ${R[d_empty]:-n/a} MB)" "< 400 MB" "$(verdict "${R[d]:-}" "<" 400)"
+fi
+if want e; then
+  r=$(ratio "${R[e_1m]:-}" "${R[e_10k]:-}"); row "(e) GET, 1M stored vs 10k stored" "$(num "${R[e_1m]:-}") vs $(num "${R[e_10k]:-}") ops/s = ${r}x" ">= 0.9x" "$(verdict "$r" ">=" 0.9)"
+fi
+if want f; then
+  for v in $TLS_VERSIONS; do
+    rate=${R[f_shim_rate_$v]:-}
+    row "(f) TLS $v cross-instance resumption, shim" "$(pct "$rate")" ">= 99%" "$(verdict "$rate" ">=" 0.99)"
+    r=$(ratio "${R[f_shim_$v]:-}" "${R[f_own_$v]:-}")
+    row "(f) TLS $v resumed/s, shim (2 nginx) vs own cache (1 nginx)" "$(num "${R[f_shim_$v]:-}") vs $(num "${R[f_own_$v]:-}") = ${r}x" ">= 0.9x" "$(verdict "$r" ">=" 0.9)"
+    row "(f) TLS $v cross-instance resumption, own caches" "$(pct "${R[f_owncross_rate_$v]:-}") (same instance: $(pct "${R[f_own_rate_$v]:-}"))" "-" "-"
+  done
+fi
+
+{
+  echo
+  echo "distcache benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(uname -srm), $(nproc) CPUs: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
+  echo "duration ${DUR}s per run; daemons on CPU $CPU_SERVER (agent $CPU_AGENT), load generators on CPU $CPU_CLIENT; build $BUILD (release)"
+  printf '%-58s | %-44s | %-9s | %s\n' "measurement" "result" "target" "verdict"
+  printf '%s\n' "$(printf '%.0s-' $(seq 125))"
+  for r in "${rows[@]}"; do
+    IFS='|' read -r a b c d <<<"$r"
+    printf '%-58s | %-44s | %-9s | %s\n' "$a" "$b" "$c" "$d"
+  done
+} | tee ${RESULTS:+"$RESULTS"}
+if [ -n "$RESULTS" ]; then
+  { echo; echo "raw JSON lines:"; cat "$work/raw.jsonl" 2>/dev/null; echo "redis-benchmark CSV:"; cat "$work/redis.csv" 2>/dev/null; } >>"$RESULTS"
+fi
+exit $failed

@@ -1,0 +1,227 @@
+// One protocol connection on a libev loop: see connection.h.
+#include "ev/connection.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+
+#include <cstring>
+
+namespace dc::ev {
+
+namespace {
+// Idle connections give back output buffers larger than this.
+constexpr size_t kKeepCapacity = 16 * 1024;
+}  // namespace
+
+const char* to_string(IoResult r) {
+  switch (r) {
+    case IoResult::ok: return "ok";
+    case IoResult::want_read: return "want_read";
+    case IoResult::want_write: return "want_write";
+    case IoResult::closed: return "closed";
+    case IoResult::error: return "error";
+  }
+  return "unknown";
+}
+
+const char* to_string(CloseReason r) {
+  switch (r) {
+    case CloseReason::local: return "closed locally";
+    case CloseReason::peer_closed: return "closed by peer";
+    case CloseReason::io_error: return "I/O error";
+    case CloseReason::corrupt: return "corrupt input";
+  }
+  return "unknown";
+}
+
+Connection::Connection(Loop& loop, UniqueFd fd, Handler& handler, ConnectionOptions opt)
+    : loop_(loop), fd_(std::move(fd)), handler_(&handler), opt_(opt) {
+  if (opt_.out_low > opt_.out_high) opt_.out_low = opt_.out_high;
+  ev_io_init(&rw_, on_read_cb, fd_.get(), EV_READ);
+  rw_.data = this;
+  ev_io_init(&ww_, on_write_cb, fd_.get(), EV_WRITE);
+  ww_.data = this;
+  ev_io_start(loop_.raw(), &rw_);
+}
+
+Connection::~Connection() {
+  ev_io_stop(loop_.raw(), &rw_);
+  ev_io_stop(loop_.raw(), &ww_);
+  loop_.forget(this);
+}
+
+size_t Connection::heap_bytes() const {
+  return out_.capacity() + in_.capacity() + dec_.heap_bytes();
+}
+
+void Connection::queued() {
+  if (!closed_) loop_.want_flush(this);
+}
+
+bool Connection::send(const proto::Message& m, std::span<const proto::Bytes> parts) {
+  if (closed_ || !proto::append(out_, m, parts)) return false;
+  queued();
+  return true;
+}
+
+bool Connection::send(const proto::Message& m) {
+  proto::Bytes one[1] = {m.payload};
+  return send(m, one);
+}
+
+bool Connection::send_raw(proto::Bytes bytes) {
+  if (closed_) return false;
+  out_.insert(out_.end(), bytes.begin(), bytes.end());
+  queued();
+  return true;
+}
+
+void Connection::close(CloseReason why) {
+  if (closed_) return;
+  closed_ = true;
+  reason_ = why;
+  ev_io_stop(loop_.raw(), &rw_);
+  ev_io_stop(loop_.raw(), &ww_);
+  fd_.reset();
+  // Give the memory back now: a closed connection may live until its owner
+  // hears of it.
+  std::vector<uint8_t>().swap(out_);
+  std::vector<uint8_t>().swap(in_);
+  out_off_ = in_off_ = 0;
+  dec_ = proto::Decoder();
+  loop_.want_close_notice(this);
+}
+
+void Connection::close_after_flush(CloseReason why) {
+  if (closed_) return;
+  draining_ = true;
+  reason_ = why;
+  set_reading(false);
+  if (pending_output() == 0)
+    close(why);
+  else
+    queued();
+}
+
+void Connection::set_reading(bool on) {
+  if (on)
+    ev_io_start(loop_.raw(), &rw_);
+  else
+    ev_io_stop(loop_.raw(), &rw_);
+}
+
+void Connection::on_read_cb(struct ev_loop*, ev_io* w, int) {
+  static_cast<Connection*>(w->data)->on_readable();
+}
+
+void Connection::on_write_cb(struct ev_loop*, ev_io* w, int) {
+  static_cast<Connection*>(w->data)->flush();
+}
+
+void Connection::on_readable() {
+  if (closed_) return;
+  std::span<uint8_t> buf = loop_.scratch();
+  ssize_t n = ::recv(fd_.get(), buf.data(), buf.size(), 0);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+    close(CloseReason::io_error);
+    return;
+  }
+  if (n == 0) {
+    // The peer will send no more; answers already queued still go out.
+    eof_ = true;
+    close_after_flush(CloseReason::peer_closed);
+    return;
+  }
+  proto::Bytes in(buf.data(), size_t(n));
+  size_t left = consume(in);
+  if (closed_ || left == 0) return;
+  // Backpressure stopped decoding: hold the rest (the scratch buffer is
+  // reused by the next read of any connection).
+  in_.assign(in.end() - ptrdiff_t(left), in.end());
+  in_off_ = 0;
+}
+
+size_t Connection::consume(proto::Bytes in) {
+  while (!in.empty()) {
+    if (draining_) return 0;  // nothing more is read once closing
+    if (pending_output() >= opt_.out_high) {
+      paused_ = true;
+      set_reading(false);
+      return in.size();
+    }
+    proto::Message m;
+    proto::DecodeResult r = dec_.decode(in, m);
+    in = in.subspan(r.consumed);
+    if (r.status == proto::DecodeStatus::corrupt) {
+      // Best effort: answers to the requests before the bad bytes go out.
+      if (pending_output() > 0)
+        (void)::send(fd_.get(), out_.data() + out_off_, pending_output(), MSG_NOSIGNAL);
+      close(CloseReason::corrupt);
+      return 0;
+    }
+    if (r.status == proto::DecodeStatus::need_more) return 0;  // all consumed
+    handler_->on_message(*this, m);
+    if (closed_) return 0;
+  }
+  return 0;
+}
+
+void Connection::resume_input() {
+  if (in_off_ < in_.size()) {
+    proto::Bytes rest(in_.data() + in_off_, in_.size() - in_off_);
+    size_t left = consume(rest);
+    if (closed_) return;
+    in_off_ = in_.size() - left;
+  }
+  if (in_off_ >= in_.size()) {
+    std::vector<uint8_t>().swap(in_);
+    in_off_ = 0;
+  }
+}
+
+IoResult Connection::flush() {
+  if (closed_) return IoResult::closed;
+  IoResult res = IoResult::ok;
+  while (out_off_ < out_.size()) {
+    ssize_t n = ::send(fd_.get(), out_.data() + out_off_, out_.size() - out_off_, MSG_NOSIGNAL);
+    if (n > 0) {
+      out_off_ += size_t(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      res = IoResult::want_write;
+      break;
+    }
+    close(CloseReason::io_error);
+    return IoResult::error;
+  }
+  if (res == IoResult::ok) {
+    out_.clear();
+    out_off_ = 0;
+    if (out_.capacity() > kKeepCapacity) std::vector<uint8_t>().swap(out_);
+    ev_io_stop(loop_.raw(), &ww_);
+    if (draining_) {
+      close(reason_);
+      return IoResult::closed;
+    }
+  } else {
+    // Keep the unsent tail at the front so the buffer never creeps.
+    if (out_off_ > 0) {
+      std::memmove(out_.data(), out_.data() + out_off_, out_.size() - out_off_);
+      out_.resize(out_.size() - out_off_);
+      out_off_ = 0;
+    }
+    ev_io_start(loop_.raw(), &ww_);
+  }
+  if (paused_ && pending_output() < opt_.out_low) {
+    paused_ = false;
+    resume_input();  // may pause again, queue output or close
+    if (closed_) return IoResult::closed;
+    if (!paused_ && !draining_ && !eof_) set_reading(true);
+  }
+  return res;
+}
+
+}  // namespace dc::ev

@@ -1,0 +1,139 @@
+// One protocol connection on a libev loop: the state machine shared by the
+// daemons (dc_server's clients, dc_client's local clients and its upstream).
+//
+// Input is read into the loop's scratch buffer and decoded with
+// proto::Decoder as far as complete messages go; each message is handed to
+// the Handler, which answers by queuing output with send(). Output is
+// flushed once per loop wake-up (Loop::run_pending) with one send() when the
+// socket takes it all, else the rest waits for writability.
+//
+// Backpressure: when the queued output passes `out_high`, the connection
+// stops decoding (the undecoded rest of the last read is held, at most one
+// read's worth) and stops reading the socket; once the peer has drained the
+// output below `out_low` it decodes the held input and reads again. So a
+// peer that sends but never reads holds at most about out_high + one answer
+// + one read of memory, whatever it sends.
+//
+// Closing: close() stops everything at once; the Handler hears about it
+// later from the loop (on_close), never from inside a call on this
+// connection, so it may destroy the Connection in on_close.
+#pragma once
+
+#include <ev.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "ev/loop.h"
+#include "net.h"
+#include "proto.h"
+
+namespace dc::ev {
+
+// The result of one I/O step.
+enum class IoResult : uint8_t { ok, want_read, want_write, closed, error };
+const char* to_string(IoResult r);
+
+// Why a connection closed.
+enum class CloseReason : uint8_t {
+  local,        // close() by the owner
+  peer_closed,  // end of stream from the peer (after our output was sent)
+  io_error,     // a read or write failed (reset, broken pipe, ...)
+  corrupt,      // the peer's bytes broke the protocol (PROTOCOL.md)
+};
+const char* to_string(CloseReason r);
+
+class Connection;
+
+// What a connection's owner implements.
+class Handler {
+ public:
+  virtual ~Handler() = default;
+  // A complete message arrived on `c`. m.payload is valid only during this
+  // call. The handler may send() on any connection and close() any.
+  virtual void on_message(Connection& c, const proto::Message& m) = 0;
+  // `c` is closed (fd gone). Called once, from the loop. The handler may
+  // destroy `c` here.
+  virtual void on_close(Connection& c, CloseReason why) = 0;
+};
+
+struct ConnectionOptions {
+  size_t out_high = 256 * 1024;  // stop reading above this much queued output
+  size_t out_low = 64 * 1024;    // resume below this
+};
+
+class Connection {
+ public:
+  // Takes a connected non-blocking socket and starts reading from it.
+  Connection(Loop& loop, UniqueFd fd, Handler& handler, ConnectionOptions opt = {});
+  // Closes the socket without calling the handler.
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Queues message `m` whose payload is the concatenation of `parts` (m.payload
+  // is ignored). Returns false, queuing nothing, when the payload exceeds
+  // 32768 bytes or the connection is closed.
+  bool send(const proto::Message& m, std::span<const proto::Bytes> parts);
+  // Same with m.payload as the payload.
+  bool send(const proto::Message& m);
+  // Queues bytes already encoded. False when closed.
+  bool send_raw(proto::Bytes bytes);
+
+  // Closes now: pending output is dropped, the handler's on_close(why) comes
+  // from the loop. Idempotent (the first reason wins).
+  void close(CloseReason why = CloseReason::local);
+  // Stops reading now and closes once the queued output is sent (or at
+  // once when nothing is queued).
+  void close_after_flush(CloseReason why = CloseReason::local);
+
+  bool closed() const { return closed_; }
+  int fd() const { return fd_.get(); }
+  Handler& handler() const { return *handler_; }
+  void set_handler(Handler& h) { handler_ = &h; }
+  // Output bytes queued and not yet written.
+  size_t pending_output() const { return out_.size() - out_off_; }
+  // True while backpressure holds reading.
+  bool paused() const { return paused_; }
+  // Heap bytes of this connection's buffers (output, held input, decoder).
+  size_t heap_bytes() const;
+
+  // Writes as much queued output as the socket takes; called by the loop.
+  IoResult flush();
+
+ private:
+  friend class Loop;
+  static void on_read_cb(struct ev_loop* l, ev_io* w, int revents);
+  static void on_write_cb(struct ev_loop* l, ev_io* w, int revents);
+  void on_readable();
+  // Decodes `in` and dispatches messages until done, closed or paused;
+  // returns how many bytes of `in` were not consumed (held back).
+  size_t consume(proto::Bytes in);
+  void resume_input();
+  void queued();
+  void set_reading(bool on);
+
+  Loop& loop_;
+  UniqueFd fd_;
+  Handler* handler_;
+  ConnectionOptions opt_;
+  ev_io rw_{};
+  ev_io ww_{};
+  proto::Decoder dec_;
+  std::vector<uint8_t> out_;
+  size_t out_off_ = 0;
+  std::vector<uint8_t> in_;  // input held back by backpressure
+  size_t in_off_ = 0;
+  CloseReason reason_ = CloseReason::local;
+  bool closed_ = false;
+  bool draining_ = false;  // close_after_flush requested
+  bool eof_ = false;
+  bool paused_ = false;
+  // Loop bookkeeping.
+  bool in_flush_list_ = false;
+  bool in_close_list_ = false;
+};
+
+}  // namespace dc::ev

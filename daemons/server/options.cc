@@ -1,0 +1,190 @@
+// dc_server's command line: see options.h.
+#include "server/options.h"
+
+#include <grp.h>
+#include <pwd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <limits>
+
+namespace dc::server {
+
+namespace {
+
+constexpr size_t kMaxSessions = size_t(1) << 31;
+constexpr size_t kMinMemory = 64 * 1024;  // room for one largest session
+
+bool parse_uint(const std::string& text, uint64_t max, uint64_t& out) {
+  if (text.empty() || text[0] < '0' || text[0] > '9') return false;
+  errno = 0;
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  if (errno != 0 || *end != '\0' || v > max) return false;
+  out = v;
+  return true;
+}
+
+}  // namespace
+
+std::string usage() {
+  return "Usage: dc_server -listen ADDR [options]\n"
+         "Serves a distributed TLS session cache (distcache protocol 1.x).\n"
+         "  -listen ADDR       listen on ADDR: UNIX:/path, IP:port or IP:host:port\n"
+         "                     (may be given more than once; required)\n"
+         "  -sessions N        store at most N sessions (default 1000000)\n"
+         "  -memory SIZE       store at most SIZE bytes of sessions, suffix K, M or G;\n"
+         "                     each session counts id + data + 64 (default 1G, least 64K)\n"
+         "                     When full, the sessions nearest to expiry are evicted.\n"
+         "  -progress N        print a statistics line to stderr every N operations\n"
+         "  -stats FILE        keep FILE holding the current statistics line\n"
+         "  -stats-interval MS rewrite the -stats FILE every MS milliseconds (default 1000)\n"
+         "  -daemon            detach and run in the background\n"
+         "  -pidfile PATH      write the process id to PATH (removed at exit)\n"
+         "  -user USER         run as USER once the sockets are open\n"
+         "  -sockowner USER    owner of UNIX sockets\n"
+         "  -sockgroup GROUP   group of UNIX sockets\n"
+         "  -sockperms OCTAL   permissions of UNIX sockets, e.g. 0660\n"
+         "  -killable          also exit cleanly on SIGUSR1 or SIGUSR2\n"
+         "  -h, -help, -?      show this help\n"
+         "SIGTERM and SIGINT exit cleanly (UNIX socket files are removed);\n"
+         "SIGHUP prints the statistics line to stderr and rewrites the -stats file.\n";
+}
+
+bool parse_size(const std::string& text, size_t& out) {
+  if (text.empty()) return false;
+  std::string digits = text;
+  uint64_t mult = 1;
+  switch (text.back()) {
+    case 'k': case 'K': mult = uint64_t(1) << 10; break;
+    case 'm': case 'M': mult = uint64_t(1) << 20; break;
+    case 'g': case 'G': mult = uint64_t(1) << 30; break;
+    default: break;
+  }
+  if (mult != 1) digits.pop_back();
+  uint64_t v = 0;
+  if (!parse_uint(digits, std::numeric_limits<uint64_t>::max() / mult, v)) return false;
+  if (v * mult > std::numeric_limits<size_t>::max()) return false;
+  out = size_t(v * mult);
+  return true;
+}
+
+bool parse_options(int argc, char** argv, Options& o, std::string& err) {
+  for (int i = 1; i < argc; ++i) {
+    std::string flag = argv[i];
+    // Accept --flag for -flag: people type both.
+    if (flag.size() > 2 && flag[0] == '-' && flag[1] == '-') flag.erase(0, 1);
+    auto value = [&](std::string& v) {
+      if (i + 1 >= argc) {
+        err = flag + ": missing value";
+        return false;
+      }
+      v = argv[++i];
+      return true;
+    };
+    std::string v;
+    if (flag == "-h" || flag == "-help" || flag == "-?") {
+      o.help = true;
+      return true;
+    } else if (flag == "-listen") {
+      if (!value(v)) return false;
+      Address a;
+      std::string why;
+      if (!parse_address(v, a, why)) {
+        err = "-listen: " + why;
+        return false;
+      }
+      o.listen.push_back(a);
+    } else if (flag == "-daemon") {
+      o.daemon = true;
+    } else if (flag == "-killable") {
+      o.killable = true;
+    } else if (flag == "-pidfile") {
+      if (!value(o.pidfile)) return false;
+      if (o.pidfile.empty()) {
+        err = "-pidfile: empty path";
+        return false;
+      }
+    } else if (flag == "-user") {
+      if (!value(o.user)) return false;
+      if (!getpwnam(o.user.c_str())) {
+        err = "-user: no such user \"" + o.user + "\"";
+        return false;
+      }
+    } else if (flag == "-sockowner") {
+      if (!value(o.sockowner)) return false;
+      if (!getpwnam(o.sockowner.c_str())) {
+        err = "-sockowner: no such user \"" + o.sockowner + "\"";
+        return false;
+      }
+    } else if (flag == "-sockgroup") {
+      if (!value(o.sockgroup)) return false;
+      if (!getgrnam(o.sockgroup.c_str())) {
+        err = "-sockgroup: no such group \"" + o.sockgroup + "\"";
+        return false;
+      }
+    } else if (flag == "-sockperms") {
+      if (!value(v)) return false;
+      char* end = nullptr;
+      errno = 0;
+      long p = v.empty() ? -1 : std::strtol(v.c_str(), &end, 8);
+      if (v.empty() || errno != 0 || *end != '\0' || p < 0 || p > 07777) {
+        err = "-sockperms: \"" + v + "\" is not an octal mode (e.g. 0660)";
+        return false;
+      }
+      o.sockperms = int(p);
+    } else if (flag == "-sessions") {
+      if (!value(v)) return false;
+      uint64_t n = 0;
+      if (!parse_uint(v, kMaxSessions, n) || n == 0) {
+        err = "-sessions: \"" + v + "\" is not a number from 1 to " + std::to_string(kMaxSessions);
+        return false;
+      }
+      o.sessions = size_t(n);
+    } else if (flag == "-memory") {
+      if (!value(v)) return false;
+      size_t n = 0;
+      if (!parse_size(v, n)) {
+        err = "-memory: \"" + v + "\" is not a size (a number with an optional K, M or G)";
+        return false;
+      }
+      if (n < kMinMemory) {
+        err = "-memory: \"" + v + "\" is below the least size, 64K (one largest session)";
+        return false;
+      }
+      o.memory = n;
+    } else if (flag == "-progress") {
+      if (!value(v)) return false;
+      uint64_t n = 0;
+      if (!parse_uint(v, std::numeric_limits<uint32_t>::max(), n) || n == 0) {
+        err = "-progress: \"" + v + "\" is not a number of operations from 1 to 4294967295";
+        return false;
+      }
+      o.progress = n;
+    } else if (flag == "-stats") {
+      if (!value(o.stats_file)) return false;
+      if (o.stats_file.empty()) {
+        err = "-stats: empty path";
+        return false;
+      }
+    } else if (flag == "-stats-interval") {
+      if (!value(v)) return false;
+      uint64_t n = 0;
+      if (!parse_uint(v, 86400000, n) || n < 10) {
+        err = "-stats-interval: \"" + v + "\" is not a number of milliseconds from 10 to 86400000";
+        return false;
+      }
+      o.stats_interval_ms = int64_t(n);
+    } else {
+      err = "unknown flag \"" + std::string(argv[i]) + "\"";
+      return false;
+    }
+  }
+  if (o.listen.empty()) {
+    err = "-listen: no address given (at least one is required)";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace dc::server

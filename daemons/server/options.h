@@ -1,0 +1,45 @@
+// dc_server's command line: the flags of distcache 1.x with their meaning,
+// plus this project's additions (-memory, -stats). Parsing is separate from
+// main() so that every rule lives in one place and errors are uniform: one
+// line naming the flag and what is wrong, then the usage, exit status 2.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "addr.h"
+
+namespace dc::server {
+
+struct Options {
+  std::vector<Address> listen;  // at least one
+  bool daemon = false;
+  std::string pidfile;
+  std::string user;
+  std::string sockowner;
+  std::string sockgroup;
+  int sockperms = -1;
+  size_t sessions = 1000000;           // -sessions
+  size_t memory = size_t(1) << 30;     // -memory (charged bytes, see Store::cost)
+  uint64_t progress = 0;               // -progress: 0 = off
+  std::string stats_file;              // -stats
+  int64_t stats_interval_ms = 1000;    // -stats-interval
+  bool killable = false;
+  bool help = false;
+};
+
+// The usage text (ends with a newline).
+std::string usage();
+
+// Parses argv[1..]. Returns true with `out` filled (out.help set for
+// -h/-help/-?/--help); else false with `err` one line naming the flag and
+// the reason.
+bool parse_options(int argc, char** argv, Options& out, std::string& err);
+
+// Parses a size with an optional K, M or G suffix (powers of 1024, case
+// insensitive). Returns false on junk or overflow.
+bool parse_size(const std::string& text, size_t& out);
+
+}  // namespace dc::server

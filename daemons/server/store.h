@@ -1,0 +1,122 @@
+// dc_server's session store: a pure data structure (no I/O, no clock of its
+// own: every call takes the current time in milliseconds, so tests drive
+// time by hand).
+//
+// Layout, chosen for memory per session and O(1)/O(log n) operations:
+//   - one malloc block per session: a small header, the id, then the data;
+//   - an open-addressing hash index (linear probing, backward-shift
+//     deletion, no tombstones) of pointers to the blocks, keyed by a seeded
+//     hash of the id;
+//   - an indexed binary min-heap of (expiry, block) pairs; each block knows
+//     its heap position, so removing any session is O(log n).
+// The heap's top is the session nearest to expiry: expired sessions are
+// reclaimed from the top without scanning, and when the store is full (by
+// count or by bytes) the same top is the one evicted.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "proto.h"
+
+namespace dc::server {
+
+using proto::Bytes;
+
+struct StoreLimits {
+  size_t max_sessions = 1000000;
+  size_t max_bytes = size_t(1) << 30;  // charged bytes, see Store::cost()
+};
+
+struct StoreCounters {
+  uint64_t evictions = 0;    // unexpired sessions dropped to make room
+  uint64_t expirations = 0;  // expired sessions reclaimed
+};
+
+class Store {
+ public:
+  // `hash_seed` keys the index hash (pick it at random in a server, so
+  // clients cannot aim ids at one probe chain).
+  explicit Store(StoreLimits limits, uint64_t hash_seed = 0);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Bytes a session is charged against max_bytes: its id and data plus a
+  // fixed overhead for the block header, the allocator, the index slot and
+  // the heap entry.
+  static constexpr size_t kOverhead = 64;
+  static size_t cost(size_t id_len, size_t data_len) { return id_len + data_len + kOverhead; }
+
+  // Stores a session expiring at now + timeout_ms. Expects an id of 1..64
+  // bytes and data of 1..32768 bytes (the server checks these with
+  // proto::parse_add first). Returns
+  //   ok                when stored (evicting the sessions nearest to expiry
+  //                     if the store was full), or when timeout_ms is 0 (the
+  //                     session is expired at once: nothing is kept);
+  //   matching_session  when an unexpired session has this id (never
+  //                     overwritten);
+  //   notok             when it cannot be stored: larger than max_bytes
+  //                     alone, or out of memory.
+  proto::AddStatus add(Bytes id, Bytes data, uint32_t timeout_ms, int64_t now);
+
+  // The data of the unexpired session `id`, or an empty span when there is
+  // none. The span is valid until the next non-const call.
+  Bytes get(Bytes id, int64_t now);
+  // Removes session `id`; true when an unexpired one was there.
+  bool remove(Bytes id, int64_t now);
+  // True when an unexpired session `id` is stored.
+  bool have(Bytes id, int64_t now);
+
+  // Reclaims up to `max` expired sessions, nearest-to-expiry first; returns
+  // how many. Cost O(k log n) for k reclaimed.
+  size_t expire(int64_t now, size_t max = SIZE_MAX);
+  // When the next session expires (INT64_MAX when empty).
+  int64_t next_expiry() const;
+
+  size_t sessions() const { return heap_.size(); }
+  size_t bytes() const { return bytes_; }  // charged bytes, see cost()
+  const StoreLimits& limits() const { return limits_; }
+  const StoreCounters& counters() const { return counters_; }
+  // Bytes of heap held by the index and the expiry heap (not the sessions).
+  size_t table_bytes() const;
+
+  // Checks every internal invariant (heap order and positions, index
+  // reachability, counts, byte total). For tests: O(n).
+  bool check() const;
+
+ private:
+  struct Session;
+  struct HeapEntry {
+    int64_t expiry;
+    Session* s;
+  };
+
+  uint64_t hash(Bytes id) const;
+  // Index slot holding `id`, or SIZE_MAX.
+  size_t find_slot(Bytes id, uint64_t h) const;
+  Session* find(Bytes id, int64_t now);
+  void index_insert(Session* s);
+  void index_erase(size_t slot);
+  bool grow();
+  void heap_push(Session* s, int64_t expiry);
+  void heap_erase(size_t pos);
+  void sift_up(size_t pos);
+  void sift_down(size_t pos);
+  void set_entry(size_t pos, HeapEntry e);
+  // Unlinks and frees `s` (found at index slot `slot`).
+  void destroy(Session* s, size_t slot);
+  // Drops the heap top (expired or evicted).
+  void drop_top(int64_t now);
+
+  StoreLimits limits_;
+  uint64_t seed_;
+  std::vector<Session*> slots_;  // power-of-two size; nullptr = empty
+  size_t mask_ = 0;
+  std::vector<HeapEntry> heap_;
+  size_t bytes_ = 0;
+  StoreCounters counters_;
+};
+
+}  // namespace dc::server

@@ -1,0 +1,106 @@
+/*
+ * distcache OpenSSL integration: attach a distributed session cache to an
+ * OpenSSL 3 SSL_CTX.
+ *
+ * Attaching installs the SSL_CTX's session callbacks. From then on every
+ * server-side session the context negotiates is stored in the cache (key: the
+ * session id, value: i2d_SSL_SESSION, lifetime: the session's own timeout
+ * clamped to 500 ms .. 7 days), looked up there when a client offers it, and
+ * removed from it when OpenSSL drops it. Client-side sessions are left to the
+ * callbacks the application had set before attaching, which keep being
+ * called. Whether a session may resume stays OpenSSL's decision: a session
+ * made under a different session id context (for example by a server with
+ * another certificate) does not resume.
+ *
+ * A cache problem never fails a handshake: every cache operation has a
+ * deadline, and a cache that is down, slow or full costs a full handshake.
+ *
+ * Link with -ldistcache_ssl -ldistcache -lssl -lcrypto.
+ */
+#ifndef DISTCACHE_DC_SSL_H
+#define DISTCACHE_DC_SSL_H
+
+#include <openssl/ssl.h>
+
+#include <distcache/dc_client.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Version of this API. */
+#define DISTCACHE_SSL_API 0x0001
+
+/* Ticket policies (the `flags` of the attach functions).
+ *
+ * Default: set SSL_OP_NO_TICKET on the context while it caches server
+ * sessions (its cache mode has SSL_SESS_CACHE_SERVER, OpenSSL's default).
+ * OpenSSL's stateless tickets are sealed with a per-process key, so no other
+ * server could open them, and a TLS 1.2 client that sends one bypasses the
+ * session cache. With the option set, TLS 1.2 resumes by session id and
+ * TLS 1.3 issues stateful tickets; both go through the distributed cache.
+ *
+ * DC_SSL_FLAG_KEEP_TICKETS: leave the context's ticket options as the
+ * application set them (sessions resumed by a ticket then never reach the
+ * cache). */
+#define DC_SSL_FLAG_KEEP_TICKETS 0x0001
+
+/* Attaches the cache at `target` ("UNIX:/path", "IP:host:port", ...; see
+ * dc_client.h) to `ctx`. Each thread that runs handshakes on the context
+ * opens its own persistent connection at its first cache operation, and a
+ * process that forks opens a new one in the child, so callbacks may run on
+ * many threads and in forked workers at once; nothing is connected here.
+ * Callbacks the application set before this call (SSL_CTX_sess_set_new_cb,
+ * _get_cb, _remove_cb) are kept for client-side sessions; set yours before
+ * attaching. Attaching a context that is already attached replaces the cache.
+ * Returns 1 on success, 0 when ctx or target is NULL or the address is
+ * malformed; DC_SSL_last_error() then says why. */
+DC_EXPORT int DC_SSL_CTX_attach(SSL_CTX *ctx, const char *target, unsigned int flags);
+
+/* Like DC_SSL_CTX_attach with an existing DC_CTX. The caller keeps ownership
+ * of `dc` and must keep it alive until the context is detached or freed. A
+ * DC_CTX is one connection and is used by one thread at a time: a callback
+ * that finds it busy on another thread counts a miss instead of waiting, so
+ * multi-threaded servers should attach by address. Returns 1 on success,
+ * 0 when ctx or dc is NULL. */
+DC_EXPORT int DC_SSL_CTX_attach_ctx(SSL_CTX *ctx, DC_CTX *dc, unsigned int flags);
+
+/* Sets the deadline of each cache operation of an attached context, in
+ * milliseconds (1..60000; default DC_DEFAULT_OP_TIMEOUT_MS). Applies to
+ * connections opened afterwards and, for DC_SSL_CTX_attach_ctx, to the given
+ * DC_CTX at once. Returns 1 on success, 0 when ctx is not attached or msecs
+ * is out of range. */
+DC_EXPORT int DC_SSL_CTX_set_timeout(SSL_CTX *ctx, unsigned int msecs);
+
+/* Detaches the cache: restores the callbacks the application had set before
+ * attaching, and clears SSL_OP_NO_TICKET unless it was set before attaching.
+ * Call it only while no handshake runs on the context. Returns 1
+ * when ctx was attached, 0 otherwise. Freeing an attached SSL_CTX detaches
+ * it; there is no need to call this first. */
+DC_EXPORT int DC_SSL_CTX_detach(SSL_CTX *ctx);
+
+/* Returns 1 when ctx has a cache attached, 0 otherwise. */
+DC_EXPORT int DC_SSL_CTX_is_attached(const SSL_CTX *ctx);
+
+/* Counters of an attached context, for logs and tests. */
+typedef struct {
+  unsigned long stored;     /* sessions the cache accepted */
+  unsigned long store_failed; /* sessions not stored (cache refused, down, too big) */
+  unsigned long hits;       /* lookups answered with a session */
+  unsigned long misses;     /* lookups that found nothing or failed */
+  unsigned long removed;    /* remove requests sent */
+} DC_SSL_STATS;
+
+/* Copies the counters of ctx into *out. Returns 1 on success, 0 when ctx is
+ * not attached or out is NULL. Safe to call while other threads handshake
+ * (the counters are read one by one, not as a snapshot). */
+DC_EXPORT int DC_SSL_CTX_get_stats(const SSL_CTX *ctx, DC_SSL_STATS *out);
+
+/* Why the last failed call of this thread failed: one line, never NULL. */
+DC_EXPORT const char *DC_SSL_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DISTCACHE_DC_SSL_H */

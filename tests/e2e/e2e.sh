@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# End-to-end tests: real dc_server + dc_client agent, real nginx instances
+# (worker_processes 2) started with LD_PRELOAD=libdistcache_shim.so, the
+# example server built on dc_ssl.h, and `openssl s_client` making a session
+# on one server and offering it to another.
+#
+# Usage: e2e.sh SCENARIO   (meson passes DC_SERVER, DC_AGENT, DC_SHIM and
+# DC_EXAMPLE in the environment). Exit 0 pass, 1 fail, 77 skip.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+scenario=${1:?usage: e2e.sh SCENARIO}
+
+for tool in nginx openssl timeout; do
+  command -v "$tool" >/dev/null || { echo "SKIP: $tool is not installed"; exit 77; }
+done
+[ -x "${DC_SERVER:-}" ] || { echo "SKIP: dc_server is not built"; exit 77; }
+[ -x "${DC_AGENT:-}" ] || { echo "SKIP: dc_client (the agent) is not built"; exit 77; }
+[ -f "${DC_SHIM:-}" ] || { echo "SKIP: libdistcache_shim.so is not built"; exit 77; }
+
+e2e_setup
+e2e_make_cert cert localhost
+e2e_make_cert other localhost   # same name, different key and certificate
+
+# Starts dc_server, the agent, and nginx A and B (same certificate) with the
+# shim and the server-block directives $1.
+start_pair() {
+  local extra=$1
+  shift
+  e2e_start_server
+  e2e_start_agent
+  local env=(LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR" "$@")
+  e2e_start_nginx A cert "$extra" "${env[@]}"
+  e2e_start_nginx B cert "$extra" "${env[@]}"
+}
+
+both_ways() {
+  local v
+  for v in tls1_2 tls1_3; do
+    e2e_expect_resume A "$PORT_A" B "$PORT_B" "$v"
+    e2e_expect_resume B "$PORT_B" A "$PORT_A" "$v"
+  done
+}
+
+case $scenario in
+  nginx_default)
+    # nginx's default session settings (ssl_session_cache none, tickets on).
+    start_pair ""
+    both_ways
+    ;;
+
+  nginx_shared_cache)
+    # nginx installs its own session callbacks: both caches are used.
+    start_pair "ssl_session_cache shared:SSL:10m;"
+    both_ways
+    # nginx's own cache still works for resumption on the same instance.
+    e2e_expect_resume A "$PORT_A" A "$PORT_A" tls1_2
+    ;;
+
+  nginx_tickets_on)
+    # Tickets written in the configuration: the default policy turns them
+    # into stateful sessions that the cache can share.
+    start_pair "ssl_session_tickets on;"
+    both_ways
+    ;;
+
+  nginx_cache_off)
+    # "ssl_session_cache off" is SSL_SESS_CACHE_OFF: respected. nginx then
+    # resumes with its own tickets only, so the ticket policy must give them
+    # back; a session never crosses to the other instance.
+    start_pair "ssl_session_cache off;"
+    for v in tls1_2 tls1_3; do
+      e2e_expect_no_resume A "$PORT_A" B "$PORT_B" "$v"
+    done
+    e2e_expect_resume A "$PORT_A" A "$PORT_A" tls1_2
+    ;;
+
+  tickets_keep)
+    # DC_CACHE_TICKETS=keep leaves nginx's ticket settings alone: with its
+    # default stateless tickets a TLS 1.2 session resumes only where it was
+    # made (the ticket key is per instance) ...
+    start_pair "" DC_CACHE_TICKETS=keep
+    e2e_expect_resume A "$PORT_A" A "$PORT_A" tls1_2
+    e2e_expect_no_resume A "$PORT_A" B "$PORT_B" tls1_2
+    # ... and with "ssl_session_tickets off" in nginx's own configuration the
+    # sessions are stateful again and shared.
+    e2e_start_nginx C cert "ssl_session_tickets off;" LD_PRELOAD="$DC_SHIM" \
+      DC_CACHE_ADDR="$AGENT_ADDR" DC_CACHE_TICKETS=keep
+    e2e_start_nginx D cert "ssl_session_tickets off;" LD_PRELOAD="$DC_SHIM" \
+      DC_CACHE_ADDR="$AGENT_ADDR" DC_CACHE_TICKETS=keep
+    for v in tls1_2 tls1_3; do
+      e2e_expect_resume C "$PORT_C" D "$PORT_D" "$v"
+    done
+    ;;
+
+  nginx_other_cert)
+    # A server with another certificate has another session id context:
+    # it finds the session in the cache but OpenSSL must not resume it.
+    start_pair ""
+    e2e_start_nginx C other "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR"
+    for v in tls1_2 tls1_3; do
+      e2e_expect_no_resume A "$PORT_A" C "$PORT_C" "$v"
+      e2e_expect_resume A "$PORT_A" B "$PORT_B" "$v"   # the cache itself works
+    done
+    ;;
+
+  agent_outage)
+    start_pair ""
+    e2e_expect_resume A "$PORT_A" B "$PORT_B" tls1_2
+    e2e_stop "$AGENT_PID"
+    # Every connection still completes, as a full handshake.
+    for v in tls1_2 tls1_3; do
+      e2e_expect_no_resume A "$PORT_A" B "$PORT_B" "$v"
+      e2e_expect_no_resume B "$PORT_B" A "$PORT_A" "$v"
+    done
+    e2e_start_agent
+    # Nothing restarted: once the workers' back-off ends, sessions are shared
+    # again. Poll with fresh sessions (those made during the back-off were
+    # never stored); the bound only matters when it never recovers.
+    for v in tls1_2 tls1_3; do
+      ok=0
+      for i in $(seq 1 100); do
+        sess=$E2E_DIR/sess.recover.$v
+        e2e_session A "$PORT_A" "$v" "$sess"
+        if [ "$(e2e_try_resume B "$PORT_B" "$v" "$sess")" = Reused ]; then ok=1; break; fi
+        sleep 0.2
+      done
+      [ $ok = 1 ] || e2e_die "$v: resumption did not come back after the agent returned"
+      e2e_log "ok: $v resumption works again after the agent came back (attempt $i)"
+    done
+    e2e_expect_resume B "$PORT_B" A "$PORT_A" tls1_3
+    ;;
+
+  server_outage)
+    # dc_server down behind a running agent: the agent answers DISCONNECTED
+    # at once; when the server returns, the agent reconnects by itself.
+    start_pair ""
+    e2e_stop "$SERVER_PID"
+    e2e_expect_no_resume A "$PORT_A" B "$PORT_B" tls1_2
+    e2e_expect_no_resume A "$PORT_A" B "$PORT_B" tls1_3
+    e2e_start_server
+    ok=0
+    for i in $(seq 1 100); do
+      sess=$E2E_DIR/sess.recover
+      e2e_session A "$PORT_A" tls1_3 "$sess"
+      if [ "$(e2e_try_resume B "$PORT_B" tls1_3 "$sess")" = Reused ]; then ok=1; break; fi
+      sleep 0.2
+    done
+    [ $ok = 1 ] || e2e_die "resumption did not come back after dc_server returned"
+    e2e_log "ok: resumption works again after dc_server came back (attempt $i)"
+    ;;
+
+  shim_off)
+    # Control: the same two nginx without DC_CACHE_ADDR (shim loaded) and
+    # without the shim never resume each other's sessions, and the shim
+    # writes nothing.
+    e2e_start_server
+    e2e_start_agent
+    e2e_start_nginx A cert "" LD_PRELOAD="$DC_SHIM"
+    e2e_start_nginx B cert ""
+    for v in tls1_2 tls1_3; do
+      e2e_expect_no_resume A "$PORT_A" B "$PORT_B" "$v"
+    done
+    # With tickets (nginx's default, untouched) A resumes its own sessions.
+    e2e_expect_resume A "$PORT_A" A "$PORT_A" tls1_2
+    ! grep -q distcache "$E2E_DIR/A/stderr.log" "$E2E_DIR/A/error.log" ||
+      e2e_die "the shim wrote something with DC_CACHE_ADDR unset"
+    ;;
+
+  shim_bad_config)
+    # Malformed values: one line each on stderr, safe defaults, nginx starts.
+    e2e_start_server
+    e2e_start_agent
+    e2e_start_nginx A cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR" \
+      DC_CACHE_TIMEOUT_MS=soon DC_CACHE_TICKETS=maybe DC_CACHE_LOG=loud
+    e2e_start_nginx B cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR"
+    e2e_expect_resume A "$PORT_A" B "$PORT_B" tls1_2
+    e2e_expect_resume B "$PORT_B" A "$PORT_A" tls1_3
+    for var in DC_CACHE_TIMEOUT_MS DC_CACHE_TICKETS DC_CACHE_LOG; do
+      n=$(grep -c "$var=" "$E2E_DIR/A/stderr.log")
+      [ "$n" = 1 ] || e2e_die "expected one line about $var, got $n"
+    done
+    # A malformed address: one line, the cache is off, the server works.
+    e2e_start_nginx C cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="TCP:nowhere"
+    n=$(grep -c "DC_CACHE_ADDR=" "$E2E_DIR/C/stderr.log")
+    [ "$n" = 1 ] || e2e_die "expected one line about DC_CACHE_ADDR, got $n"
+    e2e_expect_no_resume A "$PORT_A" C "$PORT_C" tls1_2
+    e2e_log "ok: malformed settings gave one line each and safe defaults"
+    ;;
+
+  example_server)
+    # The explicit API (dc_ssl.h): two example servers share sessions; one
+    # with another certificate does not resume them.
+    [ -x "${DC_EXAMPLE:-}" ] || { echo "SKIP: dc_example_server is not built"; exit 77; }
+    e2e_start_server
+    e2e_start_agent
+    e2e_start_example X cert
+    e2e_start_example Y cert
+    e2e_start_example Z other
+    for v in tls1_2 tls1_3; do
+      e2e_expect_resume X "$PORT_X" Y "$PORT_Y" "$v"
+      e2e_expect_resume Y "$PORT_Y" X "$PORT_X" "$v"
+      e2e_expect_no_resume X "$PORT_X" Z "$PORT_Z" "$v"
+    done
+    ;;
+
+  *)
+    e2e_die "unknown scenario $scenario"
+    ;;
+esac
+echo "PASS: $scenario"
+exit 0

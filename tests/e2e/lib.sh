@@ -1,0 +1,260 @@
+# Shared helpers of the end-to-end tests and scripts/demo.sh: start dc_server,
+# the dc_client agent, nginx and the example server on a temporary directory
+# and free loopback ports, run `openssl s_client`, and stop everything that
+# was started (by pid) when the caller exits.
+#
+# Source it from bash, then set: DC_SERVER, DC_AGENT, DC_SHIM (paths; the
+# example server in DC_EXAMPLE when used). Every start_* waits until the
+# process is ready by looking at something the process does once it listens
+# (a pidfile, a line of output), never by sleeping a fixed time.
+
+E2E_PIDS=()        # processes to stop at exit, in start order
+E2E_DIR=""         # the temporary directory
+E2E_KEEP=${E2E_KEEP:-0}  # 1: keep the directory (for debugging)
+
+e2e_log() { printf '%s\n' "$*" >&2; }
+e2e_die() { e2e_log "FAIL: $*"; exit 1; }
+
+# e2e_setup: makes the temporary directory and installs the exit trap.
+e2e_setup() {
+  E2E_DIR=$(mktemp -d /tmp/dc-e2e.XXXXXX) || e2e_die "mktemp failed"
+  # nginx workers run as an unprivileged user: let them reach the sockets.
+  chmod 755 "$E2E_DIR"
+  trap e2e_cleanup EXIT
+  trap 'exit 130' INT TERM HUP
+}
+
+# Stops every process started here, newest first, and removes the directory.
+e2e_cleanup() {
+  local i pid
+  for ((i = ${#E2E_PIDS[@]} - 1; i >= 0; i--)); do
+    pid=${E2E_PIDS[i]}
+    kill -TERM "$pid" 2>/dev/null || continue
+  done
+  for pid in "${E2E_PIDS[@]}"; do
+    e2e_wait_exit "$pid" 100 || kill -KILL "$pid" 2>/dev/null
+  done
+  E2E_PIDS=()
+  if [ -n "$E2E_DIR" ] && [ "$E2E_KEEP" != 1 ]; then rm -rf "$E2E_DIR"; fi
+}
+
+# e2e_wait_exit PID TENTHS: waits up to TENTHS/10 s for PID to end (bash
+# reaps its background children itself), then collects its status.
+e2e_wait_exit() {
+  local pid=$1 n=$2
+  while kill -0 "$pid" 2>/dev/null; do
+    ((n-- > 0)) || return 1
+    sleep 0.1
+  done
+  wait "$pid" 2>/dev/null
+  return 0
+}
+
+# e2e_wait_for WHAT TENTHS CMD...: polls CMD until it succeeds, for at most
+# TENTHS/10 s (a generous bound: it only matters when something is broken).
+e2e_wait_for() {
+  local what=$1 n=$2
+  shift 2
+  until "$@"; do
+    ((n-- > 0)) || { e2e_log "timed out waiting for $what"; return 1; }
+    sleep 0.1
+  done
+}
+
+e2e_forget_pid() {
+  local pid=$1 i
+  for i in "${!E2E_PIDS[@]}"; do [ "${E2E_PIDS[i]}" = "$pid" ] && unset 'E2E_PIDS[i]'; done
+  E2E_PIDS=("${E2E_PIDS[@]}")
+  return 0
+}
+
+# e2e_stop PID: stops one process started here and waits for it.
+e2e_stop() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null
+  e2e_wait_exit "$pid" 100 || { kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; }
+  e2e_forget_pid "$pid"
+}
+
+# A free TCP port on 127.0.0.1 (not listening now; a start that loses a race
+# for it is retried by the caller with another one).
+e2e_free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    # bash's /dev/tcp connect fails at once on a free loopback port.
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+}
+
+# e2e_start_server NAME: starts dc_server on UNIX:$E2E_DIR/NAME.sock.
+# Sets SERVER_PID and SERVER_ADDR.
+e2e_start_server() {
+  local name=${1:-server}
+  local pidfile=$E2E_DIR/$name.pid
+  rm -f "$pidfile"
+  SERVER_ADDR=UNIX:$E2E_DIR/$name.sock
+  "$DC_SERVER" -listen "$SERVER_ADDR" -sockperms 0666 -pidfile "$pidfile" \
+    >>"$E2E_DIR/$name.log" 2>&1 &
+  SERVER_PID=$!
+  E2E_PIDS+=("$SERVER_PID")
+  e2e_wait_for "dc_server to listen" 100 test -s "$pidfile" ||
+    { cat "$E2E_DIR/$name.log" >&2; e2e_die "dc_server did not start"; }
+}
+
+# e2e_start_agent NAME: starts the dc_client agent on UNIX:$E2E_DIR/NAME.sock,
+# connected to $SERVER_ADDR. Sets AGENT_PID and AGENT_ADDR.
+e2e_start_agent() {
+  local name=${1:-agent}
+  local pidfile=$E2E_DIR/$name.pid
+  rm -f "$pidfile"
+  AGENT_ADDR=UNIX:$E2E_DIR/$name.sock
+  "$DC_AGENT" -listen "$AGENT_ADDR" -server "$SERVER_ADDR" -sockperms 0666 -retry 200 \
+    -pidfile "$pidfile" >>"$E2E_DIR/$name.log" 2>&1 &
+  AGENT_PID=$!
+  E2E_PIDS+=("$AGENT_PID")
+  e2e_wait_for "dc_client to listen" 100 test -s "$pidfile" ||
+    { cat "$E2E_DIR/$name.log" >&2; e2e_die "dc_client did not start"; }
+}
+
+# e2e_nginx_conf NAME PORT CERT EXTRA: writes $E2E_DIR/NAME/nginx.conf for a
+# server on 127.0.0.1:PORT with certificate CERT (CERT.pem, CERT.key) and the
+# directives EXTRA in its server block. It answers "hello from NAME".
+e2e_nginx_conf() {
+  local name=$1 port=$2 cert=$3 extra=$4 d=$E2E_DIR/$1
+  mkdir -p "$d"
+  cat >"$d/nginx.conf" <<EOF
+worker_processes 2;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $d/body;
+  proxy_temp_path $d/proxy;
+  fastcgi_temp_path $d/fastcgi;
+  uwsgi_temp_path $d/uwsgi;
+  scgi_temp_path $d/scgi;
+  server {
+    listen 127.0.0.1:$port ssl;
+    ssl_certificate $E2E_DIR/$cert.pem;
+    ssl_certificate_key $E2E_DIR/$cert.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    $extra
+    location / { return 200 "hello from $name\n"; }
+  }
+}
+EOF
+}
+
+# e2e_start_nginx NAME CERT EXTRA [VAR=VALUE...]: starts nginx (as the
+# calling user; root makes its workers drop privileges as in production) on a
+# free port, with the environment variables given (e.g. LD_PRELOAD, DC_*).
+# Retries with another port when the chosen one was taken meanwhile.
+# Sets PORT_<NAME> and PID_<NAME>.
+e2e_start_nginx() {
+  local name=$1 cert=$2 extra=$3 try port pid d=$E2E_DIR/$1
+  shift 3
+  for try in 1 2 3 4 5; do
+    port=$(e2e_free_port)
+    e2e_nginx_conf "$name" "$port" "$cert" "$extra"
+    rm -f "$d/nginx.pid"
+    env "$@" nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" \
+      -g "daemon off; pid $d/nginx.pid; error_log $d/error.log info;" >>"$d/stderr.log" 2>&1 &
+    pid=$!
+    # nginx writes its pidfile once its listening sockets are open.
+    until [ -s "$d/nginx.pid" ] || ! kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    if [ -s "$d/nginx.pid" ] && kill -0 "$pid" 2>/dev/null; then
+      E2E_PIDS+=("$pid")
+      printf -v "PORT_$name" '%s' "$port"
+      printf -v "PID_$name" '%s' "$pid"
+      return 0
+    fi
+    wait "$pid" 2>/dev/null
+    grep -q "Address already in use" "$d/error.log" "$d/stderr.log" 2>/dev/null ||
+      { cat "$d/stderr.log" "$d/error.log" >&2 2>/dev/null; e2e_die "nginx $name did not start"; }
+  done
+  e2e_die "nginx $name: no free port after 5 tries"
+}
+
+# e2e_start_example NAME CERT [ARGS...]: starts the example server with the
+# explicit API on a free port, cache $AGENT_ADDR. Sets PORT_<NAME>.
+e2e_start_example() {
+  local name=$1 cert=$2 try port pid log=$E2E_DIR/$1.log
+  shift 2
+  for try in 1 2 3 4 5; do
+    port=$(e2e_free_port)
+    : >"$log"
+    "$DC_EXAMPLE" -listen "127.0.0.1:$port" -cert "$E2E_DIR/$cert.pem" -key "$E2E_DIR/$cert.key" \
+      -cache "$AGENT_ADDR" -name "$name" "$@" >>"$log" 2>&1 &
+    pid=$!
+    until grep -q "listening on" "$log" || ! kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    if kill -0 "$pid" 2>/dev/null; then
+      E2E_PIDS+=("$pid")
+      printf -v "PORT_$name" '%s' "$port"
+      return 0
+    fi
+    wait "$pid" 2>/dev/null
+    grep -q "cannot listen" "$log" || { cat "$log" >&2; e2e_die "example $name did not start"; }
+  done
+  e2e_die "example $name: no free port after 5 tries"
+}
+
+# e2e_make_cert NAME CN: a self-signed certificate $E2E_DIR/NAME.pem + .key.
+e2e_make_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=$2" \
+    -keyout "$E2E_DIR/$1.key" -out "$E2E_DIR/$1.pem" >/dev/null 2>&1 ||
+    e2e_die "openssl req failed"
+}
+
+# e2e_tls PORT VERSION OUT [s_client args...]: one TLS connection with
+# `openssl s_client` (tls1_2 or tls1_3), sending an HTTP/1.0 request and
+# reading until the server closes, so that TLS 1.3 tickets (sent after the
+# handshake) are received before it exits. Output in OUT.
+e2e_tls() {
+  local port=$1 ver=$2 out=$3
+  shift 3
+  printf 'GET / HTTP/1.0\r\n\r\n' |
+    timeout 30 openssl s_client -connect "127.0.0.1:$port" -servername localhost "-$ver" \
+      -ign_eof "$@" >"$out" 2>&1
+}
+
+# e2e_result OUT: "New" or "Reused" (what s_client printed), "" if neither.
+e2e_result() { sed -n 's/^\(New\|Reused\), .*/\1/p' "$1" | head -n 1; }
+
+# e2e_session NAME PORT VERSION SESS: makes a new session on NAME and saves
+# it in SESS; fails unless the handshake was full and NAME answered.
+e2e_session() {
+  local name=$1 port=$2 ver=$3 sess=$4 out=$E2E_DIR/out.$1.$3.new
+  rm -f "$sess"
+  e2e_tls "$port" "$ver" "$out" -sess_out "$sess"
+  grep -q "hello from $name" "$out" || { cat "$out" >&2; e2e_die "$name ($ver) did not answer"; }
+  [ "$(e2e_result "$out")" = New ] || { cat "$out" >&2; e2e_die "$name ($ver): expected a new session"; }
+  [ -s "$sess" ] || e2e_die "$name ($ver): s_client saved no session"
+}
+
+# e2e_try_resume NAME PORT VERSION SESS: offers SESS to NAME; prints New or
+# Reused. Fails when NAME did not answer (a failed connection is never OK).
+e2e_try_resume() {
+  local name=$1 port=$2 ver=$3 sess=$4 out=$E2E_DIR/out.$1.$3.resume
+  e2e_tls "$port" "$ver" "$out" -sess_in "$sess"
+  grep -q "hello from $name" "$out" || { cat "$out" >&2; e2e_die "$name ($ver) did not answer"; }
+  e2e_result "$out"
+}
+
+# e2e_expect_resume FROM FROM_PORT TO TO_PORT VERSION: a session made on FROM
+# resumes on TO.
+e2e_expect_resume() {
+  local sess=$E2E_DIR/sess.$1.$5 r
+  e2e_session "$1" "$2" "$5" "$sess"
+  r=$(e2e_try_resume "$3" "$4" "$5" "$sess")
+  [ "$r" = Reused ] || e2e_die "$5: a session made on $1 did not resume on $3 (got '$r')"
+  e2e_log "ok: $5 session made on $1 resumed on $3"
+}
+
+# e2e_expect_no_resume FROM FROM_PORT TO TO_PORT VERSION: the opposite.
+e2e_expect_no_resume() {
+  local sess=$E2E_DIR/sess.$1.$5 r
+  e2e_session "$1" "$2" "$5" "$sess"
+  r=$(e2e_try_resume "$3" "$4" "$5" "$sess")
+  [ "$r" = New ] || e2e_die "$5: a session made on $1 was not expected to resume on $3 (got '$r')"
+  e2e_log "ok: $5 session made on $1 not resumed on $3 (full handshake)"
+}

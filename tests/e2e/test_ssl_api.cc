@@ -1,0 +1,324 @@
+// End-to-end test of the explicit API (dc_ssl.h) against a real dc_server:
+// TLS handshakes run in memory (BIO pairs) between OpenSSL contexts of this
+// process, so every check is about what the library does, not about timing.
+//
+// Covers: a session made by one server context resumes on another (TLS 1.2
+// and 1.3); another session id context does not resume; the application's
+// client-side callbacks keep being called and client sessions stay out of
+// the cache; SSL_SESS_CACHE_OFF is respected; a shared DC_CTX works; many
+// threads at once; a forked child; a cache that is down costs a full
+// handshake, never a failure; detach restores the application's callbacks.
+//
+// Usage: test_ssl_api PATH_TO_DC_SERVER
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <distcache/dc_ssl.h>
+
+extern char** environ;
+
+namespace {
+
+int g_failures = 0;
+#define CHECK(cond)                                                          \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
+      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+      ++g_failures;                                                          \
+    }                                                                        \
+  } while (0)
+
+template <auto Fn>
+struct Deleter {
+  template <typename T>
+  void operator()(T* p) const { Fn(p); }
+};
+using CtxPtr = std::unique_ptr<SSL_CTX, Deleter<SSL_CTX_free>>;
+using SslPtr = std::unique_ptr<SSL, Deleter<SSL_free>>;
+using SessPtr = std::unique_ptr<SSL_SESSION, Deleter<SSL_SESSION_free>>;
+using KeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
+using X509Ptr = std::unique_ptr<X509, Deleter<X509_free>>;
+
+// A self-signed P-256 certificate, made in memory.
+struct Identity {
+  KeyPtr key;
+  X509Ptr cert;
+};
+Identity make_identity() {
+  Identity id;
+  id.key.reset(EVP_EC_gen("P-256"));
+  id.cert.reset(X509_new());
+  X509* c = id.cert.get();
+  ASN1_INTEGER_set(X509_get_serialNumber(c), 1);
+  X509_gmtime_adj(X509_getm_notBefore(c), 0);
+  X509_gmtime_adj(X509_getm_notAfter(c), 86400);
+  X509_set_pubkey(c, id.key.get());
+  X509_NAME* n = X509_get_subject_name(c);
+  X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char*)"localhost", -1, -1, 0);
+  X509_set_issuer_name(c, n);
+  X509_sign(c, id.key.get(), EVP_sha256());
+  return id;
+}
+
+CtxPtr server_ctx(const Identity& id, const char* sid_ctx) {
+  CtxPtr ctx(SSL_CTX_new(TLS_server_method()));
+  SSL_CTX_use_certificate(ctx.get(), id.cert.get());
+  SSL_CTX_use_PrivateKey(ctx.get(), id.key.get());
+  SSL_CTX_set_session_id_context(ctx.get(), (const unsigned char*)sid_ctx, unsigned(strlen(sid_ctx)));
+  SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
+  return ctx;
+}
+
+// One in-memory connection: handshake, then one byte from the server so the
+// client reads TLS 1.3 tickets. Returns the client's session (null when the
+// handshake failed) and whether it was resumed.
+struct Result {
+  bool ok = false;
+  bool reused = false;
+  SessPtr session;
+};
+Result connect(SSL_CTX* client, SSL_CTX* server, int version, SSL_SESSION* offer) {
+  Result r;
+  SslPtr c(SSL_new(client)), s(SSL_new(server));
+  BIO *cb = nullptr, *sb = nullptr;
+  BIO_new_bio_pair(&cb, 0, &sb, 0);
+  SSL_set_bio(c.get(), cb, cb);
+  SSL_set_bio(s.get(), sb, sb);
+  SSL_set_min_proto_version(c.get(), version);
+  SSL_set_max_proto_version(c.get(), version);
+  if (offer) SSL_set_session(c.get(), offer);
+  SSL_set_connect_state(c.get());
+  SSL_set_accept_state(s.get());
+  bool cdone = false, sdone = false;
+  for (int i = 0; i < 100 && !(cdone && sdone); ++i) {
+    if (!cdone) {
+      int rc = SSL_do_handshake(c.get());
+      if (rc == 1) cdone = true;
+      else if (SSL_get_error(c.get(), rc) != SSL_ERROR_WANT_READ) break;
+    }
+    if (!sdone) {
+      int rc = SSL_do_handshake(s.get());
+      if (rc == 1) sdone = true;
+      else if (SSL_get_error(s.get(), rc) != SSL_ERROR_WANT_READ) break;
+    }
+  }
+  if (!(cdone && sdone)) {
+    ERR_print_errors_fp(stderr);
+    return r;
+  }
+  char byte = 'x';
+  if (SSL_write(s.get(), &byte, 1) != 1 || SSL_read(c.get(), &byte, 1) != 1) return r;
+  // A clean close: OpenSSL removes the session of a connection freed
+  // without one (and the cache follows it).
+  SSL_shutdown(s.get());
+  SSL_shutdown(c.get());
+  r.ok = true;
+  r.reused = SSL_session_reused(c.get()) == 1;
+  r.session.reset(SSL_get1_session(c.get()));
+  ERR_clear_error();
+  return r;
+}
+
+// Makes a session on `a` and offers it to `b`; true when b resumed it.
+bool crosses(SSL_CTX* client, SSL_CTX* a, SSL_CTX* b, int version) {
+  Result first = connect(client, a, version, nullptr);
+  CHECK(first.ok && !first.reused);
+  if (!first.ok) return false;
+  Result second = connect(client, b, version, first.session.get());
+  CHECK(second.ok);
+  return second.ok && second.reused;
+}
+
+DC_SSL_STATS stats(SSL_CTX* ctx) {
+  DC_SSL_STATS st{};
+  CHECK(DC_SSL_CTX_get_stats(ctx, &st) == 1);
+  return st;
+}
+
+std::atomic<int> g_client_new_calls{0};
+int app_client_new(SSL*, SSL_SESSION*) {
+  g_client_new_calls++;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: test_ssl_api DC_SERVER\n");
+    return 2;
+  }
+  signal(SIGPIPE, SIG_IGN);
+
+  // A real dc_server on a temporary UNIX socket.
+  char dir_tmpl[] = "/tmp/dc-ssl-api.XXXXXX";
+  const char* dir = mkdtemp(dir_tmpl);
+  if (dir == nullptr) return 1;
+  std::string sock = std::string(dir) + "/server.sock", pidfile = std::string(dir) + "/server.pid";
+  std::string listen = "UNIX:" + sock;
+  const char* sargv[] = {argv[1], "-listen", listen.c_str(), "-pidfile", pidfile.c_str(), nullptr};
+  pid_t server = -1;
+  if (posix_spawn(&server, argv[1], nullptr, nullptr, const_cast<char**>(sargv), environ) != 0) {
+    std::perror("posix_spawn dc_server");
+    return 1;
+  }
+  struct stat st;
+  for (int i = 0; i < 200 && stat(pidfile.c_str(), &st) != 0; ++i) usleep(50000);
+  if (stat(pidfile.c_str(), &st) != 0) {
+    std::fprintf(stderr, "dc_server did not start\n");
+    kill(server, SIGKILL);
+    return 1;
+  }
+
+  Identity id = make_identity();
+  CtxPtr s1 = server_ctx(id, "cluster"), s2 = server_ctx(id, "cluster"),
+         other = server_ctx(id, "another-service");
+  for (SSL_CTX* s : {s1.get(), s2.get(), other.get()}) {
+    CHECK(DC_SSL_CTX_attach(s, listen.c_str(), 0) == 1);
+    // Generous deadline: a slow machine must not turn hits into misses here.
+    CHECK(DC_SSL_CTX_set_timeout(s, 5000) == 1);
+    CHECK((SSL_CTX_get_options(s) & SSL_OP_NO_TICKET) != 0);  // default ticket policy
+  }
+  CHECK(DC_SSL_CTX_attach(s1.get(), "TCP:nowhere", 0) == 0);  // malformed: refused, kept
+  CHECK(std::strlen(DC_SSL_last_error()) > 0);
+  CHECK(DC_SSL_CTX_is_attached(s1.get()) == 1);
+
+  // A client context whose application caches its own client sessions; the
+  // cache is attached to it as well (as the shim would) and must leave
+  // client sessions to the application.
+  CtxPtr client(SSL_CTX_new(TLS_client_method()));
+  SSL_CTX_set_session_cache_mode(client.get(), SSL_SESS_CACHE_CLIENT);
+  SSL_CTX_sess_set_new_cb(client.get(), app_client_new);
+  CHECK(DC_SSL_CTX_attach(client.get(), listen.c_str(), 0) == 1);
+
+  // 1. Across contexts, both TLS versions, both directions.
+  for (int v : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+    CHECK(crosses(client.get(), s1.get(), s2.get(), v));
+    CHECK(crosses(client.get(), s2.get(), s1.get(), v));
+    // 2. Another session id context finds the session but does not resume.
+    CHECK(!crosses(client.get(), s1.get(), other.get(), v));
+  }
+  CHECK(stats(s1.get()).stored > 0);
+  CHECK(stats(s2.get()).hits > 0);
+  CHECK(g_client_new_calls > 0);               // the application's callback ran
+  CHECK(stats(client.get()).stored == 0);      // client sessions not cached
+  CHECK(stats(client.get()).hits == 0);
+
+  // 3. SSL_SESS_CACHE_OFF after attaching: nothing goes to the cache.
+  {
+    CtxPtr off = server_ctx(id, "cluster");
+    CHECK(DC_SSL_CTX_attach(off.get(), listen.c_str(), 0) == 1);
+    SSL_CTX_set_session_cache_mode(off.get(), SSL_SESS_CACHE_OFF);
+    CHECK(!crosses(client.get(), off.get(), s2.get(), TLS1_2_VERSION));
+    CHECK(!crosses(client.get(), s1.get(), off.get(), TLS1_2_VERSION));
+    DC_SSL_STATS o = stats(off.get());
+    CHECK(o.stored == 0 && o.hits == 0 && o.misses == 0);
+  }
+
+  // 4. An application's DC_CTX, shared (one thread at a time).
+  {
+    DC_CTX* dc = DC_CTX_new(listen.c_str(), DC_CTX_FLAG_PERSISTENT | DC_CTX_FLAG_PERSISTENT_LATE);
+    CHECK(dc != nullptr);
+    DC_CTX_set_timeout(dc, 5000);
+    CtxPtr shared = server_ctx(id, "cluster");
+    CHECK(DC_SSL_CTX_attach_ctx(shared.get(), dc, 0) == 1);
+    CHECK(crosses(client.get(), shared.get(), s1.get(), TLS1_3_VERSION));
+    CHECK(crosses(client.get(), s1.get(), shared.get(), TLS1_2_VERSION));
+    CHECK(DC_SSL_CTX_detach(shared.get()) == 1);
+    DC_CTX_free(dc);
+  }
+
+  // 5. Many threads at once, each with its own connection.
+  {
+    std::atomic<int> resumed{0};
+    std::vector<std::thread> threads;
+    const int kThreads = 8, kEach = 10;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kEach; ++i) {
+          int v = (i + t) % 2 ? TLS1_3_VERSION : TLS1_2_VERSION;
+          if (crosses(client.get(), s1.get(), s2.get(), v)) resumed++;
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(resumed == kThreads * kEach);
+  }
+
+  // 6. A forked child opens its own connection and resumes sessions.
+  {
+    pid_t child = fork();
+    if (child == 0) {
+      bool ok = crosses(client.get(), s1.get(), s2.get(), TLS1_3_VERSION) &&
+                crosses(client.get(), s2.get(), s1.get(), TLS1_2_VERSION);
+      _exit(ok && g_failures == 0 ? 0 : 1);
+    }
+    int status = 0;
+    CHECK(child > 0 && waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(crosses(client.get(), s1.get(), s2.get(), TLS1_2_VERSION));  // parent unaffected
+  }
+
+  // 7. A cache that is not there: full handshakes, never a failure.
+  {
+    std::string nowhere = "UNIX:" + std::string(dir) + "/nobody-listens.sock";
+    CtxPtr d1 = server_ctx(id, "cluster"), d2 = server_ctx(id, "cluster");
+    CHECK(DC_SSL_CTX_attach(d1.get(), nowhere.c_str(), 0) == 1);
+    CHECK(DC_SSL_CTX_attach(d2.get(), nowhere.c_str(), 0) == 1);
+    for (int v : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+      Result r = connect(client.get(), d1.get(), v, nullptr);
+      CHECK(r.ok && !r.reused);
+      Result r2 = connect(client.get(), d2.get(), v, r.session.get());
+      CHECK(r2.ok && !r2.reused);
+    }
+    CHECK(stats(d1.get()).stored == 0);
+    CHECK(ERR_peek_error() == 0);  // no error left in the application's queue
+  }
+
+  // 8. Detach gives the application its callbacks and tickets back.
+  {
+    CtxPtr d = server_ctx(id, "cluster");
+    SSL_CTX_sess_set_new_cb(d.get(), app_client_new);
+    CHECK(DC_SSL_CTX_attach(d.get(), listen.c_str(), DC_SSL_FLAG_KEEP_TICKETS) == 1);
+    CHECK((SSL_CTX_get_options(d.get()) & SSL_OP_NO_TICKET) == 0);  // keep policy
+    CHECK(SSL_CTX_sess_get_new_cb(d.get()) != app_client_new);
+    CHECK(DC_SSL_CTX_attach(d.get(), listen.c_str(), 0) == 1);  // re-attach: stateful
+    CHECK((SSL_CTX_get_options(d.get()) & SSL_OP_NO_TICKET) != 0);
+    CHECK(DC_SSL_CTX_detach(d.get()) == 1);
+    CHECK(SSL_CTX_sess_get_new_cb(d.get()) == app_client_new);
+    CHECK((SSL_CTX_get_options(d.get()) & SSL_OP_NO_TICKET) == 0);
+    CHECK(DC_SSL_CTX_is_attached(d.get()) == 0);
+    CHECK(DC_SSL_CTX_detach(d.get()) == 0);
+  }
+
+  client.reset();
+  s1.reset();
+  s2.reset();
+  other.reset();
+  kill(server, SIGTERM);
+  waitpid(server, nullptr, 0);
+  unlink(sock.c_str());
+  rmdir(dir);
+  if (g_failures) {
+    std::fprintf(stderr, "%d check(s) failed\n", g_failures);
+    return 1;
+  }
+  std::printf("all checks passed\n");
+  return 0;
+}

@@ -1,0 +1,266 @@
+// Integration tests of dc_server as a process: bad flags (one clear line,
+// the usage, exit 2), clean exit on SIGTERM/SIGINT removing the socket
+// file, -killable, a stale socket file replaced and a live one refused,
+// -daemon with -pidfile, -sockperms, -user, and the statistics (-stats
+// file, SIGHUP, -progress lines).
+#include <sys/stat.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "server_fixture.h"
+
+using namespace dc;
+using namespace dc::test;
+
+namespace {
+
+std::string bin() { return env_or_die("DC_SERVER_BIN"); }
+
+bool exists(const std::string& path) {
+  struct stat st;
+  return lstat(path.c_str(), &st) == 0;
+}
+
+// Waits up to 10 s for `path` to vanish.
+bool gone(const std::string& path) {
+  for (int i = 0; i < 1000 && exists(path); ++i) usleep(10000);
+  return !exists(path);
+}
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+void expect_bad(const std::vector<std::string>& args, const std::string& names) {
+  std::vector<std::string> argv = {bin()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::string out;
+  int rc = run(argv, out, 10000);
+  std::string line = first_line(out);
+  if (rc != 2 || line.find(names) == std::string::npos || out.find("Usage: dc_server") == std::string::npos)
+    fail_msg("args ending %s: exit %d, output:\n%s", args.back().c_str(), rc, out.c_str());
+}
+
+void test_bad_flags_exit_2(void**) {
+  expect_bad({"-listen", "UNIX:/tmp/x", "-frobnicate"}, "unknown flag \"-frobnicate\"");
+  expect_bad({}, "-listen");  // no address at all
+  expect_bad({"-listen", "TCP:1234"}, "-listen");
+  expect_bad({"-listen", "IP:99999"}, "-listen");
+  expect_bad({"-listen", "UNIX:/tmp/x", "-sessions", "lots"}, "-sessions: \"lots\"");
+  expect_bad({"-listen", "UNIX:/tmp/x", "-sessions", "0"}, "-sessions");
+  expect_bad({"-listen", "UNIX:/tmp/x", "-memory", "12X"}, "-memory: \"12X\"");
+  expect_bad({"-listen", "UNIX:/tmp/x", "-memory", "1K"}, "-memory");  // under 64K
+  expect_bad({"-listen", "UNIX:/tmp/x", "-progress", "-5"}, "-progress");
+  expect_bad({"-listen", "UNIX:/tmp/x", "-sockperms", "0999"}, "-sockperms");
+  expect_bad({"-listen", "UNIX:/tmp/x", "-user", "no-such-user-here"}, "-user");
+  expect_bad({"-listen", "UNIX:/tmp/x", "-sockgroup", "no-such-group-here"}, "-sockgroup");
+  expect_bad({"-listen", "UNIX:/tmp/x", "-pidfile"}, "-pidfile: missing value");
+  // Help is not an error.
+  for (const char* h : {"-h", "-help", "-?", "--help"}) {
+    std::string out;
+    assert_int_equal(run({bin(), h}, out, 10000), 0);
+    assert_non_null(strstr(out.c_str(), "-memory SIZE"));
+    assert_non_null(strstr(out.c_str(), "default 1000000"));
+  }
+}
+
+void test_sigterm_and_sigint_clean_exit(void**) {
+  for (int sig : {SIGTERM, SIGINT}) {
+    ServerProc s;
+    RawConn c = s.client();  // an open connection does not hold it up
+    assert_int_equal(c.add("x", "12345", 60000), 0);
+    assert_true(s.proc().signal(sig));
+    auto st = s.proc().wait(10000);
+    assert_true(st.has_value());
+    assert_int_equal(exit_code(*st), 0);
+    assert_false(exists(s.sock()));
+  }
+}
+
+void test_killable(void**) {
+  {
+    ServerProc s({"-killable"});
+    assert_true(s.proc().signal(SIGUSR1));
+    auto st = s.proc().wait(10000);
+    assert_true(st.has_value());
+    assert_int_equal(exit_code(*st), 0);
+    assert_false(exists(s.sock()));
+  }
+  {
+    ServerProc s({"-killable"});
+    assert_true(s.proc().signal(SIGUSR2));
+    auto st = s.proc().wait(10000);
+    assert_true(st.has_value());
+    assert_int_equal(exit_code(*st), 0);
+  }
+}
+
+void test_stale_socket_replaced_live_refused(void**) {
+  TempDir d;
+  std::string path = d.file("s");
+  {  // a socket file whose process is gone
+    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM, 0));
+    sockaddr_un un{};
+    un.sun_family = AF_UNIX;
+    std::strcpy(un.sun_path, path.c_str());
+    assert_int_equal(bind(fd.get(), reinterpret_cast<sockaddr*>(&un), sizeof un), 0);
+  }
+  assert_true(exists(path));
+  Process p = Process::spawn({bin(), "-listen", "UNIX:" + path}, {}, d.file("log1"));
+  assert_true(wait_for_unix_socket(path, 10000));
+  RawConn c;
+  assert_true(c.connect(addr("UNIX:" + path)));
+  assert_int_equal(c.add("first", "server-one", 60000), 0);
+
+  // A second server on the same live socket is refused, and the first one
+  // keeps its socket and its sessions.
+  std::string out;
+  int rc = run({bin(), "-listen", "UNIX:" + path}, out, 10000);
+  assert_int_equal(rc, 1);
+  assert_non_null(strstr(out.c_str(), "address in use"));
+  assert_true(exists(path));
+  RawConn c2;
+  assert_true(c2.connect(addr("UNIX:" + path)));
+  assert_string_equal(c2.get("first")->c_str(), "server-one");
+  assert_int_equal(exit_code(p.stop()), 0);
+  assert_false(exists(path));
+}
+
+void test_daemon_and_pidfile(void**) {
+  TempDir d;
+  std::string sock = d.file("s"), pidfile = d.file("pid");
+  std::string out;
+  // -daemon returns at once in the foreground process, exit 0.
+  int rc = run({bin(), "-listen", "UNIX:" + sock, "-daemon", "-pidfile", pidfile}, out, 10000);
+  assert_int_equal(rc, 0);
+  // The socket accepts as soon as it is open, before the detached process
+  // writes its pid: wait for the file.
+  std::string text;
+  for (int i = 0; i < 1000 && text.empty(); ++i) {
+    text = read_file(pidfile);
+    if (text.empty()) usleep(10000);
+  }
+  assert_true(wait_for_unix_socket(sock, 10000));
+  pid_t pid = pid_t(std::atol(text.c_str()));
+  assert_true(pid > 1);
+  live_servers().push_back(pid);  // killed at exit should a check below fail
+  assert_int_equal(kill(pid, 0), 0);  // the daemon runs under that pid
+  RawConn c;
+  assert_true(c.connect(addr("UNIX:" + sock)));
+  assert_int_equal(c.add("d", "daemonized", 60000), 0);
+  assert_string_equal(c.get("d")->c_str(), "daemonized");
+  c.close();
+  assert_int_equal(kill(pid, SIGTERM), 0);
+  assert_true(gone(pidfile));
+  assert_true(gone(sock));
+  for (int i = 0; i < 1000 && kill(pid, 0) == 0; ++i) usleep(10000);
+  assert_int_equal(kill(pid, 0), -1);
+}
+
+void test_sockperms_and_user(void**) {
+  {
+    ServerProc s({"-sockperms", "0600"});
+    struct stat st;
+    assert_int_equal(stat(s.sock().c_str(), &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+  }
+  if (geteuid() != 0) return;  // dropping privileges needs root
+  // -user: the listener is opened as root, then the process runs as nobody.
+  TempDir d;
+  uint16_t port = free_tcp_port();
+  Process p = Process::spawn({bin(), "-listen", "IP:127.0.0.1:" + std::to_string(port), "-user",
+                              "nobody"},
+                             {}, d.file("log"));
+  assert_true(wait_for_tcp(port, 10000));
+  std::string status = read_file("/proc/" + std::to_string(p.pid()) + "/status");
+  size_t at = status.find("Uid:");
+  assert_true(at != std::string::npos);
+  unsigned uid = unsigned(std::atoi(status.c_str() + at + 4));
+  assert_int_equal(uid, 65534);
+  RawConn c;
+  assert_true(c.connect(addr("IP:127.0.0.1:" + std::to_string(port))));
+  assert_int_equal(c.add("u", "as-nobody", 60000), 0);
+  assert_int_equal(exit_code(p.stop()), 0);
+}
+
+void test_statistics(void**) {
+  TempDir d;
+  std::string stats = d.file("stats");
+  ServerProc s({"-stats", stats, "-stats-interval", "50", "-progress", "5", "-sessions", "2"});
+  RawConn c = s.client();
+  assert_int_equal(c.add("s1", "11111", 60000), 0);
+  assert_int_equal(c.add("s2", "22222", 120000), 0);
+  assert_int_equal(c.add("s1", "11111", 60000), 101);  // matching
+  assert_int_equal(c.add("s3", "333", 60000), 104);    // data range
+  assert_int_equal(c.add("s3", "33333", 600000), 0);   // evicts s1
+  assert_string_equal(c.get("s2")->c_str(), "22222");  // hit
+  assert_string_equal(c.get("s1")->c_str(), "");       // miss
+  assert_int_equal(c.have("s3"), 0);
+  assert_int_equal(c.remove("s3"), 0);
+  assert_int_equal(c.remove("s3"), 1);
+  RawConn bad = s.client();
+  std::vector<uint8_t> junk(20, 0xee);
+  assert_true(bad.send_raw(junk));
+  assert_true(bad.wait_closed(5000));
+
+  // The -stats file catches up within a few intervals.
+  std::string line;
+  for (int i = 0; i < 500; ++i) {
+    line = read_file(stats);
+    if (stat_value(line, "protocol_errors") == 1 && stat_value(line, "remove") == 2) break;
+    usleep(20000);
+  }
+  fprintf(stderr, "stats: %s", line.c_str());
+  assert_int_equal(stat_value(line, "add"), 5);
+  assert_int_equal(stat_value(line, "get"), 2);
+  assert_int_equal(stat_value(line, "have"), 1);
+  assert_int_equal(stat_value(line, "remove"), 2);
+  assert_int_equal(stat_value(line, "hits"), 1);
+  assert_int_equal(stat_value(line, "misses"), 1);
+  assert_int_equal(stat_value(line, "add_ok"), 3);
+  assert_int_equal(stat_value(line, "add_matching_session"), 1);
+  assert_int_equal(stat_value(line, "add_data_range"), 1);
+  assert_int_equal(stat_value(line, "remove_hits"), 1);
+  assert_int_equal(stat_value(line, "remove_misses"), 1);
+  assert_int_equal(stat_value(line, "evictions"), 1);
+  assert_int_equal(stat_value(line, "sessions"), 1);
+  assert_int_equal(stat_value(line, "bytes"), 2 + 5 + 64);
+  assert_int_equal(stat_value(line, "protocol_errors"), 1);
+  assert_int_equal(stat_value(line, "conns"), 1);
+
+  // -progress 5: a line every 5 operations (10 so far).
+  std::string log = s.log();
+  size_t lines = 0;
+  for (size_t at = 0; (at = log.find("dc_server: uptime_ms=", at)) != std::string::npos; ++at)
+    ++lines;
+  assert_int_equal(lines, 2);
+  // SIGHUP prints one more, on demand.
+  assert_true(s.proc().signal(SIGHUP));
+  for (int i = 0; i < 500 && lines < 3; ++i) {
+    usleep(20000);
+    log = s.log();
+    lines = 0;
+    for (size_t at = 0; (at = log.find("dc_server: uptime_ms=", at)) != std::string::npos; ++at)
+      ++lines;
+  }
+  assert_int_equal(lines, 3);
+  assert_true(s.proc().running());
+}
+
+}  // namespace
+
+int main() {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_bad_flags_exit_2),
+      cmocka_unit_test(test_sigterm_and_sigint_clean_exit),
+      cmocka_unit_test(test_killable),
+      cmocka_unit_test(test_stale_socket_replaced_live_refused),
+      cmocka_unit_test(test_daemon_and_pidfile),
+      cmocka_unit_test(test_sockperms_and_user),
+      cmocka_unit_test(test_statistics),
+  };
+  return cmocka_run_group_tests(tests, nullptr, nullptr);
+}

@@ -1,0 +1,94 @@
+// Small helpers the tools share for their command lines: strict number
+// parsing (a flag value is a whole number in range or it is an error, never
+// silently truncated), "N" or "MIN-MAX" ranges, and the uniform way a bad
+// flag is reported (one clear line, then the usage, exit status 2).
+// Header-only; nothing here touches sockets or the protocol.
+#pragma once
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+namespace dc::tools {
+
+// Parses all of `s` as an unsigned decimal in [lo, hi]. Returns false on any
+// junk, overflow or out-of-range value; `out` is then unchanged.
+inline bool parse_u64(std::string_view s, uint64_t lo, uint64_t hi, uint64_t& out) {
+  if (s.empty() || s.size() > 20) return false;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    uint64_t d = uint64_t(c - '0');
+    if (v > (UINT64_MAX - d) / 10) return false;
+    v = v * 10 + d;
+  }
+  if (v < lo || v > hi) return false;
+  out = v;
+  return true;
+}
+
+// Parses a non-negative decimal with an optional fraction ("2", "0.5") in
+// [lo, hi]. Returns false on junk or out-of-range values.
+inline bool parse_double(std::string_view s, double lo, double hi, double& out) {
+  if (s.empty() || s.size() > 32) return false;
+  std::string tmp(s);
+  char* end = nullptr;
+  errno = 0;
+  double v = std::strtod(tmp.c_str(), &end);
+  if (errno != 0 || end != tmp.c_str() + tmp.size() || !(v >= lo && v <= hi)) return false;
+  out = v;
+  return true;
+}
+
+// A closed range of sizes.
+struct Range {
+  uint32_t min = 0;
+  uint32_t max = 0;
+};
+
+// Parses "N" (min = max = N) or "MIN-MAX" with lo <= MIN <= MAX <= hi.
+inline bool parse_range(std::string_view s, uint32_t lo, uint32_t hi, Range& out) {
+  uint64_t a = 0, b = 0;
+  size_t dash = s.find('-');
+  if (dash == std::string_view::npos) {
+    if (!parse_u64(s, lo, hi, a)) return false;
+    out = {uint32_t(a), uint32_t(a)};
+    return true;
+  }
+  if (!parse_u64(s.substr(0, dash), lo, hi, a) || !parse_u64(s.substr(dash + 1), lo, hi, b) ||
+      a > b)
+    return false;
+  out = {uint32_t(a), uint32_t(b)};
+  return true;
+}
+
+// Reports a command-line error the same way in every tool: "<tool>: <msg>",
+// the usage text, and exit status 2.
+[[noreturn]] inline void usage_error(const char* tool, const std::string& msg, const char* usage) {
+  std::fprintf(stderr, "%s: %s\n%s", tool, msg.c_str(), usage);
+  std::exit(2);
+}
+
+// Escapes `s` for use inside a JSON string literal.
+inline std::string json_escape(std::string_view s) {
+  std::string o;
+  o.reserve(s.size());
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      o += '\\';
+      o += char(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      o += buf;
+    } else {
+      o += char(c);
+    }
+  }
+  return o;
+}
+
+}  // namespace dc::tools
