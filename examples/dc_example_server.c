@@ -16,8 +16,13 @@
  * It is written in C against the installed headers only, to show the C ABI.
  */
 #include <arpa/inet.h>
+#include <distcache/dc_ssl.h>
 #include <errno.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -26,14 +31,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/ssl.h>
-#include <openssl/x509.h>
-
-#include <distcache/dc_ssl.h>
-
-static const char *name = "example";
+static const char* name = "example";
 
 static void usage(void) {
   fprintf(stderr,
@@ -43,7 +41,7 @@ static void usage(void) {
 }
 
 /* Prints OpenSSL's queued errors after `what` and clears the queue. */
-static void ssl_errors(const char *what) {
+static void ssl_errors(const char* what) {
   unsigned long e;
   char buf[256];
   while ((e = ERR_get_error()) != 0) {
@@ -53,10 +51,10 @@ static void ssl_errors(const char *what) {
 }
 
 /* Opens a listening TCP socket on "[host:]port"; returns the fd or -1. */
-static int listen_on(const char *spec) {
+static int listen_on(const char* spec) {
   char host[256] = "";
-  const char *port = spec;
-  const char *colon = strrchr(spec, ':');
+  const char* port = spec;
+  const char* colon = strrchr(spec, ':');
   if (colon != NULL) {
     size_t n = (size_t)(colon - spec);
     if (n >= sizeof host) return -1;
@@ -82,23 +80,23 @@ static int listen_on(const char *spec) {
 
 /* The session id context: a hash of the certificate, as nginx does, so that
  * servers with the same certificate share sessions and others never do. */
-static int set_sid_ctx(SSL_CTX *ctx) {
+static int set_sid_ctx(SSL_CTX* ctx) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  X509 *cert = SSL_CTX_get0_certificate(ctx);
+  X509* cert = SSL_CTX_get0_certificate(ctx);
   if (cert == NULL || !X509_digest(cert, EVP_sha256(), md, &len)) return 0;
   if (len > SSL_MAX_SID_CTX_LENGTH) len = SSL_MAX_SID_CTX_LENGTH;
   return SSL_CTX_set_session_id_context(ctx, md, len);
 }
 
 struct conn {
-  SSL_CTX *ctx;
+  SSL_CTX* ctx;
   int fd;
 };
 
-static void *serve(void *arg) {
-  struct conn *c = arg;
-  SSL *ssl = SSL_new(c->ctx);
+static void* serve(void* arg) {
+  struct conn* c = arg;
+  SSL* ssl = SSL_new(c->ctx);
   if (ssl == NULL || !SSL_set_fd(ssl, c->fd)) {
     ssl_errors("SSL_new");
   } else if (SSL_accept(ssl) <= 0) {
@@ -126,28 +124,35 @@ static void on_signal(int sig) {
   stop = 1;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   const char *listen_spec = NULL, *cert = NULL, *key = NULL, *cache = NULL;
   unsigned int flags = 0, timeout = 0;
   for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
+    const char* a = argv[i];
     if (strcmp(a, "-keep-tickets") == 0) {
       flags |= DC_SSL_FLAG_KEEP_TICKETS;
       continue;
     }
     if (i + 1 >= argc) usage();
-    const char *v = argv[++i];
-    if (strcmp(a, "-listen") == 0) listen_spec = v;
-    else if (strcmp(a, "-cert") == 0) cert = v;
-    else if (strcmp(a, "-key") == 0) key = v;
-    else if (strcmp(a, "-cache") == 0) cache = v;
-    else if (strcmp(a, "-name") == 0) name = v;
-    else if (strcmp(a, "-timeout") == 0) timeout = (unsigned int)strtoul(v, NULL, 10);
-    else usage();
+    const char* v = argv[++i];
+    if (strcmp(a, "-listen") == 0)
+      listen_spec = v;
+    else if (strcmp(a, "-cert") == 0)
+      cert = v;
+    else if (strcmp(a, "-key") == 0)
+      key = v;
+    else if (strcmp(a, "-cache") == 0)
+      cache = v;
+    else if (strcmp(a, "-name") == 0)
+      name = v;
+    else if (strcmp(a, "-timeout") == 0)
+      timeout = (unsigned int)strtoul(v, NULL, 10);
+    else
+      usage();
   }
   if (listen_spec == NULL || cert == NULL || key == NULL || cache == NULL) usage();
 
-  SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
   if (ctx == NULL || SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
       SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 || !set_sid_ctx(ctx)) {
     ssl_errors("configuration");
@@ -181,7 +186,7 @@ int main(int argc, char **argv) {
   while (!stop) {
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
     if (fd < 0) continue; /* EINTR (stop) or a transient error */
-    struct conn *c = malloc(sizeof *c);
+    struct conn* c = malloc(sizeof *c);
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);

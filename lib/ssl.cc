@@ -10,7 +10,6 @@
 // (i2d/d2i) are logged and removed from the thread's error queue in one
 // place, openssl_failed(), so the application never sees them.
 #include <distcache/dc_ssl.h>
-
 #include <openssl/err.h>
 
 #include <algorithm>
@@ -130,20 +129,15 @@ class TargetBackend final : public Backend {
     unsigned want = timeout_ms_.load(std::memory_order_relaxed);
     for (auto& c : t_conns) {
       if (c.target != target_) continue;
-      if (want != 0 && c.timeout_ms != want && DC_CTX_set_timeout(c.dc.get(), want)) {
-        c.timeout_ms = want;
+      if (c.timeout_ms != want) {
+        // 0 means the library's default: only a fresh DC_CTX has it.
+        if (want != 0 ? DC_CTX_set_timeout(c.dc.get(), want) != 0 : renew(c.dc))
+          c.timeout_ms = want;
       }
       return Lease{c.dc.get(), &c.failing, {}};
     }
-    // LATE: nothing is connected here; PIDCHECK: a forked child reconnects;
-    // RETRY: a connection the agent closed (restart) is replaced at once.
-    DcCtxPtr dc(DC_CTX_new(target_.c_str(), DC_CTX_FLAG_PERSISTENT | DC_CTX_FLAG_PERSISTENT_PIDCHECK |
-                                                DC_CTX_FLAG_PERSISTENT_RETRY |
-                                                DC_CTX_FLAG_PERSISTENT_LATE));
-    if (!dc) {
-      log(LogLevel::error, "cannot use cache %s: %s", target_.c_str(), DC_last_new_error());
-      return {};
-    }
+    DcCtxPtr dc;
+    if (!renew(dc)) return {};
     if (want != 0) DC_CTX_set_timeout(dc.get(), want);
     t_conns.push_back(ThreadConn{target_, want, false, std::move(dc)});
     return Lease{t_conns.back().dc.get(), &t_conns.back().failing, {}};
@@ -152,6 +146,22 @@ class TargetBackend final : public Backend {
   void set_timeout(unsigned ms) override { timeout_ms_.store(ms, std::memory_order_relaxed); }
 
  private:
+  // Replaces `dc` with a new context for the target. LATE: nothing is
+  // connected here; PIDCHECK: a forked child opens its own connection;
+  // RETRY: a connection the agent closed (say, a restart) is replaced within
+  // the same operation.
+  bool renew(DcCtxPtr& dc) {
+    DcCtxPtr fresh(DC_CTX_new(target_.c_str(),
+                              DC_CTX_FLAG_PERSISTENT | DC_CTX_FLAG_PERSISTENT_PIDCHECK |
+                                  DC_CTX_FLAG_PERSISTENT_RETRY | DC_CTX_FLAG_PERSISTENT_LATE));
+    if (!fresh) {
+      log(LogLevel::error, "cannot use cache %s: %s", target_.c_str(), DC_last_new_error());
+      return false;
+    }
+    dc = std::move(fresh);
+    return true;
+  }
+
   const std::string target_;
   std::atomic<unsigned> timeout_ms_;
 };
@@ -198,8 +208,12 @@ void note_result(Lease& l, const char* op) {
 // ---- per-context state ----
 
 struct Attachment {
-  std::mutex mu;                      // guards backend (never held across I/O)
-  std::shared_ptr<Backend> backend;
+  // The backend in use, read lock-free by the callbacks (no mutex a fork
+  // could leave locked). Every backend ever installed lives as long as the
+  // attachment, so a callback still using a replaced one is safe.
+  std::atomic<Backend*> backend{nullptr};
+  std::mutex owned_mu;  // guards owned; taken only by attach
+  std::vector<std::unique_ptr<Backend>> owned;
   std::atomic<NewCb> app_new{nullptr};
   std::atomic<GetCb> app_get{nullptr};
   std::atomic<RemoveCb> app_remove{nullptr};
@@ -207,9 +221,11 @@ struct Attachment {
   std::atomic<bool> app_no_ticket{false};  // the application set SSL_OP_NO_TICKET itself
   std::atomic<unsigned long> stored{0}, store_failed{0}, hits{0}, misses{0}, removed{0};
 
-  std::shared_ptr<Backend> get_backend() {
-    std::lock_guard<std::mutex> lk(mu);
-    return backend;
+  Backend* get_backend() const { return backend.load(std::memory_order_acquire); }
+  void set_backend(std::unique_ptr<Backend> b) {
+    std::lock_guard<std::mutex> lk(owned_mu);
+    backend.store(b.get(), std::memory_order_release);
+    owned.push_back(std::move(b));
   }
 };
 
@@ -228,8 +244,8 @@ const Indexes& indexes() {
     Indexes i;
     i.ctx = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, nullptr, nullptr, nullptr,
                                     free_attachment);
-    i.sess = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL_SESSION, 0, nullptr, nullptr, nullptr,
-                                     nullptr);
+    i.sess =
+        CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL_SESSION, 0, nullptr, nullptr, nullptr, nullptr);
     return i;
   }();
   return idx;
@@ -271,8 +287,8 @@ unsigned long lifetime_ms(const SSL_SESSION* sess) {
   long now = long(time(nullptr));
   long left = timeout - std::max(0L, now - made);
   if (left <= 0) return 0;
-  unsigned long ms = left > long(proto::kMaxTimeoutMs / 1000) ? proto::kMaxTimeoutMs
-                                                              : (unsigned long)left * 1000;
+  unsigned long ms =
+      left > long(proto::kMaxTimeoutMs / 1000) ? proto::kMaxTimeoutMs : (unsigned long)left * 1000;
   return std::max<unsigned long>(ms, proto::kMinTimeoutMs);
 }
 
@@ -301,7 +317,7 @@ void store(Attachment& a, SSL_SESSION* sess) {
   unsigned char* p = buf.data();
   i2d_SSL_SESSION(sess, &p);
 
-  std::shared_ptr<Backend> b = a.get_backend();
+  Backend* b = a.get_backend();
   Lease l = b ? b->acquire() : Lease{};
   if (l.dc == nullptr) {
     a.store_failed++;
@@ -323,7 +339,7 @@ void store(Attachment& a, SSL_SESSION* sess) {
 
 SSL_SESSION* fetch(Attachment& a, const unsigned char* id, unsigned id_len) {
   if (id_len == 0 || id_len > proto::kMaxIdLen) return nullptr;
-  std::shared_ptr<Backend> b = a.get_backend();
+  Backend* b = a.get_backend();
   Lease l = b ? b->acquire() : Lease{};
   if (l.dc == nullptr) {
     a.misses++;
@@ -406,7 +422,7 @@ void remove_session_cb(SSL_CTX* ctx, SSL_SESSION* sess) {
       (mode & SSL_SESS_CACHE_NO_INTERNAL_STORE) == SSL_SESS_CACHE_NO_INTERNAL_STORE) {
     unsigned id_len = 0;
     const unsigned char* id = SSL_SESSION_get_id(sess, &id_len);
-    std::shared_ptr<Backend> b = a->get_backend();
+    Backend* b = a->get_backend();
     Lease l = b && id_len > 0 ? b->acquire() : Lease{};
     if (l.dc != nullptr) {
       DC_CTX_remove_session(l.dc, id, id_len);
@@ -428,7 +444,7 @@ void apply_policy(Attachment& a, SSL_CTX* ctx) {
 }
 
 // Installs the state and the callbacks; `backend` replaces any earlier one.
-bool install(SSL_CTX* ctx, std::shared_ptr<Backend> backend, bool keep_tickets, bool only_if_new) {
+bool install(SSL_CTX* ctx, std::unique_ptr<Backend> backend, bool keep_tickets, bool only_if_new) {
   const Indexes& idx = indexes();
   if (idx.ctx < 0 || idx.sess < 0) return fail("OpenSSL could not allocate ex_data indexes");
   Attachment* a = attachment(ctx);
@@ -446,10 +462,7 @@ bool install(SSL_CTX* ctx, std::shared_ptr<Backend> backend, bool keep_tickets, 
     }
     a = fresh.release();
   }
-  {
-    std::lock_guard<std::mutex> lk(a->mu);
-    a->backend = std::move(backend);
-  }
+  a->set_backend(std::move(backend));
   a->keep_tickets = keep_tickets;
   g_real.sess_set_new_cb(ctx, new_session_cb);
   g_real.sess_set_get_cb(ctx, get_session_cb);
@@ -472,10 +485,14 @@ void set_real_fns(const RealFns& fns) {
 
 const char* to_string(LogLevel l) {
   switch (l) {
-    case LogLevel::off: return "off";
-    case LogLevel::error: return "error";
-    case LogLevel::info: return "info";
-    case LogLevel::debug: return "debug";
+    case LogLevel::off:
+      return "off";
+    case LogLevel::error:
+      return "error";
+    case LogLevel::info:
+      return "info";
+    case LogLevel::debug:
+      return "debug";
   }
   return "?";
 }
@@ -497,7 +514,7 @@ bool attach_target(SSL_CTX* ctx, const TargetOptions& opt, bool only_if_new, std
       return false;
     }
   }
-  if (!install(ctx, std::make_shared<TargetBackend>(opt.target, opt.timeout_ms), opt.keep_tickets,
+  if (!install(ctx, std::make_unique<TargetBackend>(opt.target, opt.timeout_ms), opt.keep_tickets,
                only_if_new)) {
     err = t_last_error;
     return false;
@@ -526,7 +543,9 @@ bool set_app_remove_cb(SSL_CTX* ctx, RemoveCb cb) {
   return true;
 }
 
-bool is_attached(const SSL_CTX* ctx) { return attachment(ctx) != nullptr; }
+bool is_attached(const SSL_CTX* ctx) {
+  return attachment(ctx) != nullptr;
+}
 
 bool forces_no_ticket(const SSL_CTX* ctx) {
   Attachment* a = attachment(ctx);
@@ -561,7 +580,7 @@ int DC_SSL_CTX_attach(SSL_CTX* ctx, const char* target, unsigned int flags) {
 
 int DC_SSL_CTX_attach_ctx(SSL_CTX* ctx, DC_CTX* dc, unsigned int flags) {
   if (ctx == nullptr || dc == nullptr) return fail("DC_SSL_CTX_attach_ctx: NULL argument");
-  return install(ctx, std::make_shared<SharedBackend>(dc), (flags & DC_SSL_FLAG_KEEP_TICKETS) != 0,
+  return install(ctx, std::make_unique<SharedBackend>(dc), (flags & DC_SSL_FLAG_KEEP_TICKETS) != 0,
                  false)
              ? 1
              : 0;
@@ -587,7 +606,9 @@ int DC_SSL_CTX_detach(SSL_CTX* ctx) {
   return 1;
 }
 
-int DC_SSL_CTX_is_attached(const SSL_CTX* ctx) { return attachment(ctx) != nullptr ? 1 : 0; }
+int DC_SSL_CTX_is_attached(const SSL_CTX* ctx) {
+  return attachment(ctx) != nullptr ? 1 : 0;
+}
 
 int DC_SSL_CTX_get_stats(const SSL_CTX* ctx, DC_SSL_STATS* out) {
   Attachment* a = attachment(ctx);
@@ -600,6 +621,8 @@ int DC_SSL_CTX_get_stats(const SSL_CTX* ctx, DC_SSL_STATS* out) {
   return 1;
 }
 
-const char* DC_SSL_last_error(void) { return t_last_error.c_str(); }
+const char* DC_SSL_last_error(void) {
+  return t_last_error.c_str();
+}
 
 }  // extern "C"

@@ -8,12 +8,11 @@
 // attach. Applications that use dc_ssl.h never touch this file.
 #pragma once
 
+#include <distcache/dc_client.h>
 #include <openssl/ssl.h>
 
 #include <cstdint>
 #include <string>
-
-#include <distcache/dc_client.h>
 
 namespace dc::ssl {
 
@@ -44,10 +43,10 @@ void set_log(LogFn fn, LogLevel max);
 
 // How an attachment by address reaches the cache.
 struct TargetOptions {
-  std::string target;        // an address, as for DC_CTX_new
-  unsigned timeout_ms = 0;   // per-operation deadline; 0 keeps the library default
-  bool keep_tickets = false; // DC_SSL_FLAG_KEEP_TICKETS
-  bool validated = false;    // the caller already checked `target` (skip the check)
+  std::string target;         // an address, as for DC_CTX_new
+  unsigned timeout_ms = 0;    // per-operation deadline; 0 keeps the library default
+  bool keep_tickets = false;  // DC_SSL_FLAG_KEEP_TICKETS
+  bool validated = false;     // the caller already checked `target` (skip the check)
 };
 
 // Attaches the cache at opt.target to ctx (see DC_SSL_CTX_attach). When

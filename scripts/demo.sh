@@ -43,6 +43,7 @@ say "ok: dc_server, dc_client, libdistcache_shim.so"
 
 # The same helpers as the end-to-end tests (start, wait until ready, stop).
 . "$root/tests/e2e/lib.sh"
+E2E_PREFIX=dc-demo
 e2e_setup   # temporary directory; everything started is stopped on exit
 trap 'say; say "interrupted: stopping everything"; exit 130' INT TERM HUP
 

@@ -27,7 +27,16 @@ setup build-test -Dwerror=true --buildtype=debugoptimized || exit 1
 meson compile -C build-test || exit 1
 run_meson_tests build-test suites.log --num-processes 2
 
-# 2. Fuzzers (libFuzzer needs clang), each for a bounded time.
+# 2. The same suites under AddressSanitizer + UndefinedBehaviorSanitizer
+#    ('link' compiles a C program with plain cc, which cannot link sanitized code).
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true --buildtype=debug \
+  && meson compile -C build-asan \
+  && run_meson_tests build-asan asan.log --suite unit --suite integration --suite e2e \
+       --no-suite link --num-processes 2 --timeout-multiplier 3 \
+  || status=1
+
+# 3. Fuzzers (libFuzzer needs clang), each for a bounded time.
 if command -v clang++ >/dev/null; then
   CC=clang CXX=clang++ setup build-fuzz -Dfuzz=true -Dwerror=true --buildtype=debugoptimized \
     && meson compile -C build-fuzz \

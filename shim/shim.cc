@@ -108,7 +108,9 @@ void write_line(const char* level, const char* text) {
   errno = saved;
 }
 
-void log_sink(LogLevel level, const char* text) { write_line(ssl::to_string(level), text); }
+void log_sink(LogLevel level, const char* text) {
+  write_line(ssl::to_string(level), text);
+}
 
 __attribute__((format(printf, 2, 3))) void log(LogLevel level, const char* fmt, ...) {
   if (level > g_log_level) return;
@@ -149,11 +151,16 @@ Config load_config() {
 
   if (const char* v = getenv("DC_CACHE_LOG"); v != nullptr && *v != '\0') {
     std::string_view s = v;
-    if (s == "off" || s == "0") c.log = LogLevel::off;
-    else if (s == "error" || s == "1") c.log = LogLevel::error;
-    else if (s == "info" || s == "2") c.log = LogLevel::info;
-    else if (s == "debug" || s == "3") c.log = LogLevel::debug;
-    else config_error("DC_CACHE_LOG='%s' is not off, error, info or debug; using error", v);
+    if (s == "off" || s == "0")
+      c.log = LogLevel::off;
+    else if (s == "error" || s == "1")
+      c.log = LogLevel::error;
+    else if (s == "info" || s == "2")
+      c.log = LogLevel::info;
+    else if (s == "debug" || s == "3")
+      c.log = LogLevel::debug;
+    else
+      config_error("DC_CACHE_LOG='%s' is not off, error, info or debug; using error", v);
   }
   g_log_level = c.log;
 
@@ -173,9 +180,12 @@ Config load_config() {
 
   if (const char* v = getenv("DC_CACHE_TICKETS"); v != nullptr && *v != '\0') {
     std::string_view s = v;
-    if (s == "stateful") c.opt.keep_tickets = false;
-    else if (s == "keep") c.opt.keep_tickets = true;
-    else config_error("DC_CACHE_TICKETS='%s' is not stateful or keep; using stateful", v);
+    if (s == "stateful")
+      c.opt.keep_tickets = false;
+    else if (s == "keep")
+      c.opt.keep_tickets = true;
+    else
+      config_error("DC_CACHE_TICKETS='%s' is not stateful or keep; using stateful", v);
   }
 
   c.opt.target = addr;

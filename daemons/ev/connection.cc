@@ -15,21 +15,30 @@ constexpr size_t kKeepCapacity = 16 * 1024;
 
 const char* to_string(IoResult r) {
   switch (r) {
-    case IoResult::ok: return "ok";
-    case IoResult::want_read: return "want_read";
-    case IoResult::want_write: return "want_write";
-    case IoResult::closed: return "closed";
-    case IoResult::error: return "error";
+    case IoResult::ok:
+      return "ok";
+    case IoResult::want_read:
+      return "want_read";
+    case IoResult::want_write:
+      return "want_write";
+    case IoResult::closed:
+      return "closed";
+    case IoResult::error:
+      return "error";
   }
   return "unknown";
 }
 
 const char* to_string(CloseReason r) {
   switch (r) {
-    case CloseReason::local: return "closed locally";
-    case CloseReason::peer_closed: return "closed by peer";
-    case CloseReason::io_error: return "I/O error";
-    case CloseReason::corrupt: return "corrupt input";
+    case CloseReason::local:
+      return "closed locally";
+    case CloseReason::peer_closed:
+      return "closed by peer";
+    case CloseReason::io_error:
+      return "I/O error";
+    case CloseReason::corrupt:
+      return "corrupt input";
   }
   return "unknown";
 }
@@ -145,7 +154,7 @@ void Connection::on_readable() {
 size_t Connection::consume(proto::Bytes in) {
   while (!in.empty()) {
     if (draining_) return 0;  // nothing more is read once closing
-    if (pending_output() >= opt_.out_high) {
+    if (opt_.backpressure && pending_output() >= opt_.out_high) {
       paused_ = true;
       set_reading(false);
       return in.size();

@@ -7,12 +7,13 @@
 // flushed once per loop wake-up (Loop::run_pending) with one send() when the
 // socket takes it all, else the rest waits for writability.
 //
-// Backpressure: when the queued output passes `out_high`, the connection
-// stops decoding (the undecoded rest of the last read is held, at most one
-// read's worth) and stops reading the socket; once the peer has drained the
-// output below `out_low` it decodes the held input and reads again. So a
-// peer that sends but never reads holds at most about out_high + one answer
-// + one read of memory, whatever it sends.
+// Backpressure (on by default, see ConnectionOptions): when the queued
+// output passes `out_high`, the connection stops decoding (the undecoded
+// rest of the last read is held, at most one read's worth) and stops
+// reading the socket; once the peer has drained the output below `out_low`
+// it decodes the held input and reads again. So a peer that sends but never
+// reads holds at most about out_high + one answer + one read of memory,
+// whatever it sends.
 //
 // Closing: close() stops everything at once; the Handler hears about it
 // later from the loop (on_close), never from inside a call on this
@@ -60,8 +61,15 @@ class Handler {
 };
 
 struct ConnectionOptions {
-  size_t out_high = 256 * 1024;  // stop reading above this much queued output
-  size_t out_low = 64 * 1024;    // resume below this
+  // Backpressure: stop reading while more than out_high bytes of output are
+  // queued, resume below out_low. Right for a connection whose output
+  // answers its input (a server's client). Turn it off for a connection
+  // whose output is requests of its own (an agent's upstream): there it
+  // would stop reading the very answers that drain the peer, and two such
+  // peers would wait on each other forever.
+  bool backpressure = true;
+  size_t out_high = 256 * 1024;
+  size_t out_low = 64 * 1024;
 };
 
 class Connection {

@@ -8,14 +8,17 @@ namespace dc::ev {
 Connector::Connector(Loop& loop)
     : loop_(loop), timer_(loop, [this] {
         // Either the deadline passed or start() failed early.
-        std::string err = pending_err_.empty() ? "connect to " + what_ + " timed out" : pending_err_;
+        std::string err =
+            pending_err_.empty() ? "connect to " + what_ + " timed out" : pending_err_;
         finish(UniqueFd(), err);
       }) {
   ev_init(&w_, on_writable_cb);
   w_.data = this;
 }
 
-Connector::~Connector() { cancel(); }
+Connector::~Connector() {
+  cancel();
+}
 
 void Connector::cancel() {
   ev_io_stop(loop_.raw(), &w_);
@@ -33,7 +36,8 @@ void Connector::start(const Address& a, int timeout_ms, DoneFn done) {
   std::string err;
   if (resolve(a, false, sa, err)) fd_ = connect_start(sa, err);
   if (!fd_) {
-    pending_err_ = err.empty() ? "cannot connect to " + what_ : "cannot connect to " + what_ + ": " + err;
+    pending_err_ =
+        err.empty() ? "cannot connect to " + what_ : "cannot connect to " + what_ + ": " + err;
     timer_.start(0);
     return;
   }

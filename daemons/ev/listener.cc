@@ -10,7 +10,7 @@
 namespace dc::ev {
 
 namespace {
-constexpr int kAcceptBurst = 64;    // accepts per wake-up, for fairness
+constexpr int kAcceptBurst = 64;     // accepts per wake-up, for fairness
 constexpr int64_t kFdPauseMs = 100;  // pause after running out of descriptors
 }  // namespace
 

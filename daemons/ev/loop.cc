@@ -40,9 +40,13 @@ Loop::~Loop() {
   ev_loop_destroy(loop_);
 }
 
-void Loop::run() { ev_run(loop_, 0); }
+void Loop::run() {
+  ev_run(loop_, 0);
+}
 
-void Loop::stop() { ev_break(loop_, EVBREAK_ALL); }
+void Loop::stop() {
+  ev_break(loop_, EVBREAK_ALL);
+}
 
 int64_t Loop::now_ms() {
   if (!now_valid_) {
@@ -106,7 +110,9 @@ Timer::Timer(Loop& loop, std::function<void()> cb) : loop_(loop), cb_(std::move(
   w_.data = this;
 }
 
-Timer::~Timer() { stop(); }
+Timer::~Timer() {
+  stop();
+}
 
 void Timer::start(int64_t after_ms, int64_t repeat_ms) {
   ev_timer_stop(loop_.raw(), &w_);
@@ -114,7 +120,9 @@ void Timer::start(int64_t after_ms, int64_t repeat_ms) {
   ev_timer_start(loop_.raw(), &w_);
 }
 
-void Timer::stop() { ev_timer_stop(loop_.raw(), &w_); }
+void Timer::stop() {
+  ev_timer_stop(loop_.raw(), &w_);
+}
 
 void Timer::on_timer(struct ev_loop*, ev_timer* w, int) {
   auto* t = static_cast<Timer*>(w->data);

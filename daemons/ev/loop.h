@@ -30,7 +30,9 @@ class Loop {
   Loop(const Loop&) = delete;
   Loop& operator=(const Loop&) = delete;
 
-  struct ev_loop* raw() const { return loop_; }
+  struct ev_loop* raw() const {
+    return loop_;
+  }
 
   // Runs until stop() is called or no watcher is left.
   void run();

@@ -4,9 +4,6 @@
 // handlers; on SIGTERM/SIGINT (and SIGUSR1/SIGUSR2 with -killable) it stops
 // the loop, removes its UNIX socket files and pidfile, and exits 0.
 #include <errno.h>
-#include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <signal.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -17,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "ev/daemon_util.h"
 #include "ev/loop.h"
 #include "net.h"
 #include "server/options.h"
@@ -26,49 +24,6 @@
 namespace {
 
 using dc::server::Options;
-
-std::string absolute(const std::string& path) {
-  if (path.empty() || path[0] == '/') return path;
-  char cwd[4096];
-  if (!getcwd(cwd, sizeof cwd)) return path;
-  return std::string(cwd) + "/" + path;
-}
-
-bool write_file_atomic(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return false;
-  bool ok = ::write(fd, text.data(), text.size()) == ssize_t(text.size());
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return false;
-  }
-  return true;
-}
-
-bool drop_privileges(const std::string& user, std::string& err) {
-  passwd* pw = getpwnam(user.c_str());
-  if (!pw) {
-    err = "no such user \"" + user + "\"";
-    return false;
-  }
-  if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
-      setuid(pw->pw_uid) != 0) {
-    err = "cannot run as user \"" + user + "\": " + strerror(errno);
-    return false;
-  }
-  return true;
-}
-
-bool daemonize(std::string& err) {
-  // daemon(3): fork, setsid, chdir("/"), stdio to /dev/null.
-  if (daemon(0, 0) != 0) {
-    err = std::string("cannot detach: ") + strerror(errno);
-    return false;
-  }
-  return true;
-}
 
 uint64_t random_seed() {
   uint64_t seed = 0;
@@ -114,22 +69,22 @@ int main(int argc, char** argv) {
       return 1;
     }
     dc::Address abs = a;
-    if (abs.kind == dc::Address::Kind::unix_path) abs.path = absolute(abs.path);
+    if (abs.kind == dc::Address::Kind::unix_path) abs.path = dc::ev::absolute_path(abs.path);
     opened.push_back({std::move(fd), abs});
   }
-  std::string pidfile = absolute(opt.pidfile);
-  std::string stats_file = absolute(opt.stats_file);
+  std::string pidfile = dc::ev::absolute_path(opt.pidfile);
+  std::string stats_file = dc::ev::absolute_path(opt.stats_file);
 
-  if (opt.daemon && !daemonize(err)) {
+  if (opt.daemon && !dc::ev::daemonize(err)) {
     std::fprintf(stderr, "dc_server: %s\n", err.c_str());
     return 1;
   }
-  if (!pidfile.empty() && !write_file_atomic(pidfile, std::to_string(getpid()) + "\n")) {
+  if (!pidfile.empty() && !dc::ev::write_file_atomic(pidfile, std::to_string(getpid()) + "\n")) {
     std::fprintf(stderr, "dc_server: cannot write the pidfile %s: %s\n", pidfile.c_str(),
                  strerror(errno));
     return 1;
   }
-  if (!opt.user.empty() && !drop_privileges(opt.user, err)) {
+  if (!opt.user.empty() && !dc::ev::drop_privileges(opt.user, err)) {
     std::fprintf(stderr, "dc_server: -user: %s\n", err.c_str());
     if (!pidfile.empty()) unlink(pidfile.c_str());
     return 1;
@@ -145,7 +100,7 @@ int main(int argc, char** argv) {
     for (Opened& o : opened) server.add_listener(std::move(o.fd), o.addr);
 
     auto write_stats = [&] {
-      if (!stats_file.empty()) write_file_atomic(stats_file, server.stats_line() + "\n");
+      if (!stats_file.empty()) dc::ev::write_file_atomic(stats_file, server.stats_line() + "\n");
     };
     dc::ev::Timer stats_timer(loop, write_stats);
     if (!stats_file.empty()) {

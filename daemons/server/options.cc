@@ -4,9 +4,9 @@
 #include <grp.h>
 #include <pwd.h>
 
-#include <cerrno>
-#include <cstdlib>
 #include <limits>
+
+#include "ev/daemon_util.h"
 
 namespace dc::server {
 
@@ -14,16 +14,6 @@ namespace {
 
 constexpr size_t kMaxSessions = size_t(1) << 31;
 constexpr size_t kMinMemory = 64 * 1024;  // room for one largest session
-
-bool parse_uint(const std::string& text, uint64_t max, uint64_t& out) {
-  if (text.empty() || text[0] < '0' || text[0] > '9') return false;
-  errno = 0;
-  char* end = nullptr;
-  unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-  if (errno != 0 || *end != '\0' || v > max) return false;
-  out = v;
-  return true;
-}
 
 }  // namespace
 
@@ -49,24 +39,6 @@ std::string usage() {
          "  -h, -help, -?      show this help\n"
          "SIGTERM and SIGINT exit cleanly (UNIX socket files are removed);\n"
          "SIGHUP prints the statistics line to stderr and rewrites the -stats file.\n";
-}
-
-bool parse_size(const std::string& text, size_t& out) {
-  if (text.empty()) return false;
-  std::string digits = text;
-  uint64_t mult = 1;
-  switch (text.back()) {
-    case 'k': case 'K': mult = uint64_t(1) << 10; break;
-    case 'm': case 'M': mult = uint64_t(1) << 20; break;
-    case 'g': case 'G': mult = uint64_t(1) << 30; break;
-    default: break;
-  }
-  if (mult != 1) digits.pop_back();
-  uint64_t v = 0;
-  if (!parse_uint(digits, std::numeric_limits<uint64_t>::max() / mult, v)) return false;
-  if (v * mult > std::numeric_limits<size_t>::max()) return false;
-  out = size_t(v * mult);
-  return true;
 }
 
 bool parse_options(int argc, char** argv, Options& o, std::string& err) {
@@ -125,18 +97,16 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
       }
     } else if (flag == "-sockperms") {
       if (!value(v)) return false;
-      char* end = nullptr;
-      errno = 0;
-      long p = v.empty() ? -1 : std::strtol(v.c_str(), &end, 8);
-      if (v.empty() || errno != 0 || *end != '\0' || p < 0 || p > 07777) {
+      int p = 0;
+      if (!ev::parse_mode(v, p)) {
         err = "-sockperms: \"" + v + "\" is not an octal mode (e.g. 0660)";
         return false;
       }
-      o.sockperms = int(p);
+      o.sockperms = p;
     } else if (flag == "-sessions") {
       if (!value(v)) return false;
       uint64_t n = 0;
-      if (!parse_uint(v, kMaxSessions, n) || n == 0) {
+      if (!ev::parse_uint(v, kMaxSessions, n) || n == 0) {
         err = "-sessions: \"" + v + "\" is not a number from 1 to " + std::to_string(kMaxSessions);
         return false;
       }
@@ -144,7 +114,7 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
     } else if (flag == "-memory") {
       if (!value(v)) return false;
       size_t n = 0;
-      if (!parse_size(v, n)) {
+      if (!ev::parse_size(v, n)) {
         err = "-memory: \"" + v + "\" is not a size (a number with an optional K, M or G)";
         return false;
       }
@@ -156,7 +126,7 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
     } else if (flag == "-progress") {
       if (!value(v)) return false;
       uint64_t n = 0;
-      if (!parse_uint(v, std::numeric_limits<uint32_t>::max(), n) || n == 0) {
+      if (!ev::parse_uint(v, std::numeric_limits<uint32_t>::max(), n) || n == 0) {
         err = "-progress: \"" + v + "\" is not a number of operations from 1 to 4294967295";
         return false;
       }
@@ -170,7 +140,7 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
     } else if (flag == "-stats-interval") {
       if (!value(v)) return false;
       uint64_t n = 0;
-      if (!parse_uint(v, 86400000, n) || n < 10) {
+      if (!ev::parse_uint(v, 86400000, n) || n < 10) {
         err = "-stats-interval: \"" + v + "\" is not a number of milliseconds from 10 to 86400000";
         return false;
       }

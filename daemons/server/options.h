@@ -21,11 +21,11 @@ struct Options {
   std::string sockowner;
   std::string sockgroup;
   int sockperms = -1;
-  size_t sessions = 1000000;           // -sessions
-  size_t memory = size_t(1) << 30;     // -memory (charged bytes, see Store::cost)
-  uint64_t progress = 0;               // -progress: 0 = off
-  std::string stats_file;              // -stats
-  int64_t stats_interval_ms = 1000;    // -stats-interval
+  size_t sessions = 1000000;         // -sessions
+  size_t memory = size_t(1) << 30;   // -memory (charged bytes, see Store::cost)
+  uint64_t progress = 0;             // -progress: 0 = off
+  std::string stats_file;            // -stats
+  int64_t stats_interval_ms = 1000;  // -stats-interval
   bool killable = false;
   bool help = false;
 };
@@ -37,9 +37,5 @@ std::string usage();
 // -h/-help/-?/--help); else false with `err` one line naming the flag and
 // the reason.
 bool parse_options(int argc, char** argv, Options& out, std::string& err);
-
-// Parses a size with an optional K, M or G suffix (powers of 1024, case
-// insensitive). Returns false on junk or overflow.
-bool parse_size(const std::string& text, size_t& out);
 
 }  // namespace dc::server

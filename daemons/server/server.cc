@@ -15,11 +15,9 @@ constexpr int64_t kReapBusyMs = 5;
 }  // namespace
 
 Server::Server(ev::Loop& loop, Store& store, ServerConfig cfg)
-    : loop_(loop),
-      store_(store),
-      cfg_(cfg),
-      started_ms_(loop.now_ms()),
-      expiry_(loop, [this] { reap_expired(); }) {
+    : loop_(loop), store_(store), cfg_(cfg), started_ms_(loop.now_ms()), expiry_(loop, [this] {
+        reap_expired();
+      }) {
   expiry_.start(kReapIdleMs);
 }
 
@@ -31,8 +29,8 @@ Server::~Server() {
 }
 
 void Server::add_listener(UniqueFd fd, const Address& a) {
-  listeners_.push_back(
-      std::make_unique<ev::Listener>(loop_, std::move(fd), a, [this](UniqueFd c) { accept(std::move(c)); }));
+  listeners_.push_back(std::make_unique<ev::Listener>(
+      loop_, std::move(fd), a, [this](UniqueFd c) { accept(std::move(c)); }));
 }
 
 void Server::accept(UniqueFd fd) {
@@ -82,13 +80,27 @@ void Server::on_message(ev::Connection& c, const proto::Message& m) {
       proto::AddStatus st = p.status;
       if (st == proto::AddStatus::ok) st = store_.add(req.id, req.data, req.timeout_ms, now);
       switch (st) {
-        case proto::AddStatus::ok: ++stats_.add_ok; break;
-        case proto::AddStatus::matching_session: ++stats_.add_matching; break;
-        case proto::AddStatus::timeout_range: ++stats_.add_timeout_range; break;
-        case proto::AddStatus::corrupt: ++stats_.add_corrupt; break;
-        case proto::AddStatus::id_range: ++stats_.add_id_range; break;
-        case proto::AddStatus::data_range: ++stats_.add_data_range; break;
-        default: ++stats_.add_notok; break;
+        case proto::AddStatus::ok:
+          ++stats_.add_ok;
+          break;
+        case proto::AddStatus::matching_session:
+          ++stats_.add_matching;
+          break;
+        case proto::AddStatus::timeout_range:
+          ++stats_.add_timeout_range;
+          break;
+        case proto::AddStatus::corrupt:
+          ++stats_.add_corrupt;
+          break;
+        case proto::AddStatus::id_range:
+          ++stats_.add_id_range;
+          break;
+        case proto::AddStatus::data_range:
+          ++stats_.add_data_range;
+          break;
+        default:
+          ++stats_.add_notok;
+          break;
       }
       uint8_t b = uint8_t(st);
       reply(c, m, proto::Bytes(&b, 1));
@@ -135,8 +147,8 @@ std::string Server::stats_line() {
       " misses=%" PRIu64 " remove_hits=%" PRIu64 " remove_misses=%" PRIu64 " have_hits=%" PRIu64
       " have_misses=%" PRIu64 " add_ok=%" PRIu64 " add_matching_session=%" PRIu64
       " add_timeout_range=%" PRIu64 " add_corrupt=%" PRIu64 " add_id_range=%" PRIu64
-      " add_data_range=%" PRIu64 " add_notok=%" PRIu64 " evictions=%" PRIu64
-      " expirations=%" PRIu64 " sessions=%zu bytes=%zu max_sessions=%zu max_bytes=%zu",
+      " add_data_range=%" PRIu64 " add_notok=%" PRIu64 " evictions=%" PRIu64 " expirations=%" PRIu64
+      " sessions=%zu bytes=%zu max_sessions=%zu max_bytes=%zu",
       loop_.now_ms() - started_ms_, conns_.size(), s.accepted, s.protocol_errors, s.ops[0],
       s.ops[1], s.ops[2], s.ops[3], s.get_hits, s.get_misses, s.remove_hits, s.remove_misses,
       s.have_hits, s.have_misses, s.add_ok, s.add_matching, s.add_timeout_range, s.add_corrupt,

@@ -23,8 +23,8 @@ struct Stats {
   uint64_t remove_hits = 0, remove_misses = 0;
   uint64_t have_hits = 0, have_misses = 0;
   // ADD answers: stored, and rejections by reason.
-  uint64_t add_ok = 0, add_matching = 0, add_timeout_range = 0, add_corrupt = 0,
-           add_id_range = 0, add_data_range = 0, add_notok = 0;
+  uint64_t add_ok = 0, add_matching = 0, add_timeout_range = 0, add_corrupt = 0, add_id_range = 0,
+           add_data_range = 0, add_notok = 0;
   uint64_t protocol_errors = 0;  // connections closed for corrupt input
   uint64_t accepted = 0;
 };

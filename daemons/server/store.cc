@@ -208,8 +208,7 @@ proto::AddStatus Store::add(Bytes id, Bytes data, uint32_t timeout_ms, int64_t n
   if (c > limits_.max_bytes) return proto::AddStatus::notok;
   // Make room: the heap's top is the session nearest to expiry (expired
   // ones first, since their expiry is the smallest).
-  while (!heap_.empty() &&
-         (heap_.size() >= limits_.max_sessions || bytes_ + c > limits_.max_bytes))
+  while (!heap_.empty() && (heap_.size() >= limits_.max_sessions || bytes_ + c > limits_.max_bytes))
     drop_top(now);
 
   auto* s = static_cast<Session*>(std::malloc(sizeof(Session) + id.size() + data.size()));
@@ -242,7 +241,9 @@ bool Store::remove(Bytes id, int64_t now) {
   return true;
 }
 
-bool Store::have(Bytes id, int64_t now) { return find(id, now) != nullptr; }
+bool Store::have(Bytes id, int64_t now) {
+  return find(id, now) != nullptr;
+}
 
 size_t Store::expire(int64_t now, size_t max) {
   size_t n = 0;
@@ -253,7 +254,9 @@ size_t Store::expire(int64_t now, size_t max) {
   return n;
 }
 
-int64_t Store::next_expiry() const { return heap_.empty() ? INT64_MAX : heap_[0].expiry; }
+int64_t Store::next_expiry() const {
+  return heap_.empty() ? INT64_MAX : heap_[0].expiry;
+}
 
 bool Store::check() const {
   size_t total = 0;

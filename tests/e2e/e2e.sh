@@ -23,14 +23,19 @@ e2e_setup
 e2e_make_cert cert localhost
 e2e_make_cert other localhost   # same name, different key and certificate
 
+# The cache's per-operation deadline in these tests: far above what any
+# operation needs, so that a loaded machine never turns a hit into a miss
+# (the 100 ms default is exercised by shim_bad_config, with retries).
+TIMEOUT=DC_CACHE_TIMEOUT_MS=5000
+
 # Starts dc_server, the agent, and nginx A and B (same certificate) with the
-# shim and the server-block directives $1.
+# shim and the server-block directives $1; more VAR=VALUE for the shim follow.
 start_pair() {
   local extra=$1
   shift
   e2e_start_server
   e2e_start_agent
-  local env=(LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR" "$@")
+  local env=(LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR" "$TIMEOUT" "$@")
   e2e_start_nginx A cert "$extra" "${env[@]}"
   e2e_start_nginx B cert "$extra" "${env[@]}"
 }
@@ -86,9 +91,9 @@ case $scenario in
     # ... and with "ssl_session_tickets off" in nginx's own configuration the
     # sessions are stateful again and shared.
     e2e_start_nginx C cert "ssl_session_tickets off;" LD_PRELOAD="$DC_SHIM" \
-      DC_CACHE_ADDR="$AGENT_ADDR" DC_CACHE_TICKETS=keep
+      DC_CACHE_ADDR="$AGENT_ADDR" "$TIMEOUT" DC_CACHE_TICKETS=keep
     e2e_start_nginx D cert "ssl_session_tickets off;" LD_PRELOAD="$DC_SHIM" \
-      DC_CACHE_ADDR="$AGENT_ADDR" DC_CACHE_TICKETS=keep
+      DC_CACHE_ADDR="$AGENT_ADDR" "$TIMEOUT" DC_CACHE_TICKETS=keep
     for v in tls1_2 tls1_3; do
       e2e_expect_resume C "$PORT_C" D "$PORT_D" "$v"
     done
@@ -98,7 +103,7 @@ case $scenario in
     # A server with another certificate has another session id context:
     # it finds the session in the cache but OpenSSL must not resume it.
     start_pair ""
-    e2e_start_nginx C other "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR"
+    e2e_start_nginx C other "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR" "$TIMEOUT"
     for v in tls1_2 tls1_3; do
       e2e_expect_no_resume A "$PORT_A" C "$PORT_C" "$v"
       e2e_expect_resume A "$PORT_A" B "$PORT_B" "$v"   # the cache itself works
@@ -172,20 +177,34 @@ case $scenario in
     # Malformed values: one line each on stderr, safe defaults, nginx starts.
     e2e_start_server
     e2e_start_agent
-    e2e_start_nginx A cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR" \
-      DC_CACHE_TIMEOUT_MS=soon DC_CACHE_TICKETS=maybe DC_CACHE_LOG=loud
-    e2e_start_nginx B cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR"
+    e2e_start_nginx A cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR" "$TIMEOUT" \
+      DC_CACHE_TICKETS=maybe DC_CACHE_LOG=loud
+    e2e_start_nginx B cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR" "$TIMEOUT"
+    # The default ticket policy (stateful) applies: sessions cross.
     e2e_expect_resume A "$PORT_A" B "$PORT_B" tls1_2
     e2e_expect_resume B "$PORT_B" A "$PORT_A" tls1_3
-    for var in DC_CACHE_TIMEOUT_MS DC_CACHE_TICKETS DC_CACHE_LOG; do
+    for var in DC_CACHE_TICKETS DC_CACHE_LOG; do
       n=$(grep -c "$var=" "$E2E_DIR/A/stderr.log")
       [ "$n" = 1 ] || e2e_die "expected one line about $var, got $n"
     done
+    # A malformed deadline: one line, and the default deadline (100 ms) is
+    # used. Retried, since a loaded machine may miss 100 ms now and then.
+    e2e_start_nginx C cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR" \
+      DC_CACHE_TIMEOUT_MS=soon
+    n=$(grep -c "DC_CACHE_TIMEOUT_MS=" "$E2E_DIR/C/stderr.log")
+    [ "$n" = 1 ] || e2e_die "expected one line about DC_CACHE_TIMEOUT_MS, got $n"
+    ok=0
+    for i in $(seq 1 20); do
+      sess=$E2E_DIR/sess.default-deadline
+      e2e_session C "$PORT_C" tls1_3 "$sess"
+      if [ "$(e2e_try_resume B "$PORT_B" tls1_3 "$sess")" = Reused ]; then ok=1; break; fi
+    done
+    [ $ok = 1 ] || e2e_die "with DC_CACHE_TIMEOUT_MS malformed the cache did not work"
     # A malformed address: one line, the cache is off, the server works.
-    e2e_start_nginx C cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="TCP:nowhere"
-    n=$(grep -c "DC_CACHE_ADDR=" "$E2E_DIR/C/stderr.log")
+    e2e_start_nginx D cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="TCP:nowhere"
+    n=$(grep -c "DC_CACHE_ADDR=" "$E2E_DIR/D/stderr.log")
     [ "$n" = 1 ] || e2e_die "expected one line about DC_CACHE_ADDR, got $n"
-    e2e_expect_no_resume A "$PORT_A" C "$PORT_C" tls1_2
+    e2e_expect_no_resume A "$PORT_A" D "$PORT_D" tls1_2
     e2e_log "ok: malformed settings gave one line each and safe defaults"
     ;;
 
@@ -195,9 +214,9 @@ case $scenario in
     [ -x "${DC_EXAMPLE:-}" ] || { echo "SKIP: dc_example_server is not built"; exit 77; }
     e2e_start_server
     e2e_start_agent
-    e2e_start_example X cert
-    e2e_start_example Y cert
-    e2e_start_example Z other
+    e2e_start_example X cert -timeout 5000
+    e2e_start_example Y cert -timeout 5000
+    e2e_start_example Z other -timeout 5000
     for v in tls1_2 tls1_3; do
       e2e_expect_resume X "$PORT_X" Y "$PORT_Y" "$v"
       e2e_expect_resume Y "$PORT_Y" X "$PORT_X" "$v"

@@ -11,13 +11,14 @@
 E2E_PIDS=()        # processes to stop at exit, in start order
 E2E_DIR=""         # the temporary directory
 E2E_KEEP=${E2E_KEEP:-0}  # 1: keep the directory (for debugging)
+# E2E_PREFIX: name prefix of the temporary directory (default dc-e2e)
 
 e2e_log() { printf '%s\n' "$*" >&2; }
 e2e_die() { e2e_log "FAIL: $*"; exit 1; }
 
 # e2e_setup: makes the temporary directory and installs the exit trap.
 e2e_setup() {
-  E2E_DIR=$(mktemp -d /tmp/dc-e2e.XXXXXX) || e2e_die "mktemp failed"
+  E2E_DIR=$(mktemp -d "/tmp/${E2E_PREFIX:-dc-e2e}.XXXXXX") || e2e_die "mktemp failed"
   # nginx workers run as an unprivileged user: let them reach the sockets.
   chmod 755 "$E2E_DIR"
   trap e2e_cleanup EXIT
@@ -160,15 +161,16 @@ e2e_start_nginx() {
     env "$@" nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" \
       -g "daemon off; pid $d/nginx.pid; error_log $d/error.log info;" >>"$d/stderr.log" 2>&1 &
     pid=$!
+    E2E_PIDS+=("$pid")  # at once: an interruption now must stop it too
     # nginx writes its pidfile once its listening sockets are open.
     until [ -s "$d/nginx.pid" ] || ! kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
     if [ -s "$d/nginx.pid" ] && kill -0 "$pid" 2>/dev/null; then
-      E2E_PIDS+=("$pid")
       printf -v "PORT_$name" '%s' "$port"
       printf -v "PID_$name" '%s' "$pid"
       return 0
     fi
     wait "$pid" 2>/dev/null
+    e2e_forget_pid "$pid"
     grep -q "Address already in use" "$d/error.log" "$d/stderr.log" 2>/dev/null ||
       { cat "$d/stderr.log" "$d/error.log" >&2 2>/dev/null; e2e_die "nginx $name did not start"; }
   done
@@ -186,13 +188,14 @@ e2e_start_example() {
     "$DC_EXAMPLE" -listen "127.0.0.1:$port" -cert "$E2E_DIR/$cert.pem" -key "$E2E_DIR/$cert.key" \
       -cache "$AGENT_ADDR" -name "$name" "$@" >>"$log" 2>&1 &
     pid=$!
+    E2E_PIDS+=("$pid")
     until grep -q "listening on" "$log" || ! kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
     if kill -0 "$pid" 2>/dev/null; then
-      E2E_PIDS+=("$pid")
       printf -v "PORT_$name" '%s' "$port"
       return 0
     fi
     wait "$pid" 2>/dev/null
+    e2e_forget_pid "$pid"
     grep -q "cannot listen" "$log" || { cat "$log" >&2; e2e_die "example $name did not start"; }
   done
   e2e_die "example $name: no free port after 5 tries"

@@ -10,6 +10,7 @@
 // handshake, never a failure; detach restores the application's callbacks.
 //
 // Usage: test_ssl_api PATH_TO_DC_SERVER
+#include <distcache/dc_ssl.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
@@ -29,25 +30,25 @@
 #include <thread>
 #include <vector>
 
-#include <distcache/dc_ssl.h>
-
 extern char** environ;
 
 namespace {
 
 int g_failures = 0;
-#define CHECK(cond)                                                          \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
+#define CHECK(cond)                                                                 \
+  do {                                                                              \
+    if (!(cond)) {                                                                  \
       std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++g_failures;                                                          \
-    }                                                                        \
+      ++g_failures;                                                                 \
+    }                                                                               \
   } while (0)
 
 template <auto Fn>
 struct Deleter {
   template <typename T>
-  void operator()(T* p) const { Fn(p); }
+  void operator()(T* p) const {
+    Fn(p);
+  }
 };
 using CtxPtr = std::unique_ptr<SSL_CTX, Deleter<SSL_CTX_free>>;
 using SslPtr = std::unique_ptr<SSL, Deleter<SSL_free>>;
@@ -80,7 +81,8 @@ CtxPtr server_ctx(const Identity& id, const char* sid_ctx) {
   CtxPtr ctx(SSL_CTX_new(TLS_server_method()));
   SSL_CTX_use_certificate(ctx.get(), id.cert.get());
   SSL_CTX_use_PrivateKey(ctx.get(), id.key.get());
-  SSL_CTX_set_session_id_context(ctx.get(), (const unsigned char*)sid_ctx, unsigned(strlen(sid_ctx)));
+  SSL_CTX_set_session_id_context(ctx.get(), (const unsigned char*)sid_ctx,
+                                 unsigned(strlen(sid_ctx)));
   SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
   return ctx;
 }
@@ -109,13 +111,17 @@ Result connect(SSL_CTX* client, SSL_CTX* server, int version, SSL_SESSION* offer
   for (int i = 0; i < 100 && !(cdone && sdone); ++i) {
     if (!cdone) {
       int rc = SSL_do_handshake(c.get());
-      if (rc == 1) cdone = true;
-      else if (SSL_get_error(c.get(), rc) != SSL_ERROR_WANT_READ) break;
+      if (rc == 1)
+        cdone = true;
+      else if (SSL_get_error(c.get(), rc) != SSL_ERROR_WANT_READ)
+        break;
     }
     if (!sdone) {
       int rc = SSL_do_handshake(s.get());
-      if (rc == 1) sdone = true;
-      else if (SSL_get_error(s.get(), rc) != SSL_ERROR_WANT_READ) break;
+      if (rc == 1)
+        sdone = true;
+      else if (SSL_get_error(s.get(), rc) != SSL_ERROR_WANT_READ)
+        break;
     }
   }
   if (!(cdone && sdone)) {
@@ -216,8 +222,8 @@ int main(int argc, char** argv) {
   }
   CHECK(stats(s1.get()).stored > 0);
   CHECK(stats(s2.get()).hits > 0);
-  CHECK(g_client_new_calls > 0);               // the application's callback ran
-  CHECK(stats(client.get()).stored == 0);      // client sessions not cached
+  CHECK(g_client_new_calls > 0);           // the application's callback ran
+  CHECK(stats(client.get()).stored == 0);  // client sessions not cached
   CHECK(stats(client.get()).hits == 0);
 
   // 3. SSL_SESS_CACHE_OFF after attaching: nothing goes to the cache.

@@ -32,8 +32,8 @@ int main(int argc, char** argv) {
   size_t d = argc > 3 ? std::strtoul(argv[3], nullptr, 10) : 256;
   TempDir dir;
   std::string sock = dir.file("s");
-  Process p = Process::spawn({argv[1], "-listen", "UNIX:" + sock, "-sessions", std::to_string(n),
-                              "-memory", "4G"});
+  Process p = Process::spawn(
+      {argv[1], "-listen", "UNIX:" + sock, "-sessions", std::to_string(n), "-memory", "4G"});
   if (!wait_for_unix_socket(sock, 10000)) return 1;
   long rss0 = rss_kb(p.pid());
   RawConn c;
@@ -72,10 +72,11 @@ int main(int argc, char** argv) {
     }
   }
   long rss1 = rss_kb(p.pid());
-  std::printf("sessions=%zu data_bytes=%zu id_bytes=32 fill_ms=%lld rss_before_kb=%ld rss_after_kb=%ld "
-              "rss_after_mb=%.1f per_session_bytes=%.1f\n",
-              n, d, (long long)(t1 - t0), rss0, rss1, rss1 / 1024.0,
-              double(rss1 - rss0) * 1024.0 / double(n));
+  std::printf(
+      "sessions=%zu data_bytes=%zu id_bytes=32 fill_ms=%lld rss_before_kb=%ld rss_after_kb=%ld "
+      "rss_after_mb=%.1f per_session_bytes=%.1f\n",
+      n, d, (long long)(t1 - t0), rss0, rss1, rss1 / 1024.0,
+      double(rss1 - rss0) * 1024.0 / double(n));
   p.stop();
   return 0;
 }

@@ -99,11 +99,14 @@ void test_pipelined_in_order(void**) {
   Echo echo;
   echo.owned.push_back(std::make_unique<ev::Connection>(loop, std::move(a), echo));
   Collector col(loop, 500);
-  ev::Connection client(loop, std::move(b), col);
+  // The client's output is its own requests: no backpressure on it (with
+  // it, both ends would stop reading, each waiting for the other to drain).
+  ev::ConnectionOptions copt;
+  copt.backpressure = false;
+  ev::Connection client(loop, std::move(b), col, copt);
   auto wire = requests(500, 3000);  // 500 two-frame messages
   assert_true(client.send_raw(wire));
   run_for(loop, 10000);
-  fprintf(stderr, "got %zu closes %zu/%zu\n", col.uids.size(), col.closes.size(), echo.closes.size());
   assert_int_equal(col.uids.size(), 500);
   for (uint32_t i = 0; i < 500; ++i) {
     assert_int_equal(col.uids[i], i);
@@ -138,7 +141,9 @@ void test_backpressure_pauses_and_resumes(void**) {
   // Now read: every answer arrives, in order, and the rest of the requests
   // get in as the output drains.
   Collector col(loop, 2000);
-  ev::Connection client(loop, std::move(b), col);
+  ev::ConnectionOptions copt;
+  copt.backpressure = false;
+  ev::Connection client(loop, std::move(b), col, copt);
   while (off < wire.size()) {
     assert_true(client.send_raw(Bytes(wire.data() + off, wire.size() - off)));
     off = wire.size();
@@ -204,12 +209,17 @@ void test_listener_and_connector(void**) {
   Address a = test::addr("UNIX:" + path);
   std::string err;
   Echo echo;
-  auto lst = ev::Listener::open(loop, a, {}, [&](UniqueFd fd) {
-    echo.owned.push_back(std::make_unique<ev::Connection>(loop, std::move(fd), echo));
-  }, err);
+  auto lst = ev::Listener::open(
+      loop, a, {},
+      [&](UniqueFd fd) {
+        echo.owned.push_back(std::make_unique<ev::Connection>(loop, std::move(fd), echo));
+      },
+      err);
   assert_non_null(lst.get());
   // A second listener on the live socket is refused.
-  assert_null(ev::Listener::open(loop, a, {}, [](UniqueFd) {}, err).get());
+  assert_null(ev::Listener::open(
+                  loop, a, {}, [](UniqueFd) {}, err)
+                  .get());
   assert_non_null(strstr(err.c_str(), "in use"));
 
   ev::Connector conn(loop);

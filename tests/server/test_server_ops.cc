@@ -52,7 +52,7 @@ void test_ops_unix_and_tcp(void**) {
 void test_add_statuses(void**) {
   ServerProc s;
   RawConn c = s.client();
-  assert_int_equal(c.add("id", "12345", 604800000), kOk);            // 7 days: the limit
+  assert_int_equal(c.add("id", "12345", 604800000), kOk);             // 7 days: the limit
   assert_int_equal(c.add("id2", "12345", 604800001), kTimeoutRange);  // just over
   assert_int_equal(c.add("id", "other", 1000), kMatching);            // never overwritten
   assert_string_equal(c.get("id")->c_str(), "12345");
@@ -217,7 +217,8 @@ void test_pipelined_thousand(void**) {
       std::string id = pre + "pipe-" + std::to_string(i * 2);  // half are misses past 400
       auto r = request(Op::get, uid, bytes(id));
       wire.insert(wire.end(), r.begin(), r.end());
-      want.push_back({uid++, Op::get, i * 2 < 400 ? "data-of-" + id : std::string(1, char(kNotOk))});
+      want.push_back(
+          {uid++, Op::get, i * 2 < 400 ? "data-of-" + id : std::string(1, char(kNotOk))});
       auto h = request(Op::have, uid, bytes(id));
       wire.insert(wire.end(), h.begin(), h.end());
       want.push_back({uid++, Op::have, std::string(1, char(i * 2 < 400 ? kOk : kNotOk))});

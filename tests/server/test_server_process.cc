@@ -3,8 +3,8 @@
 // file, -killable, a stale socket file replaced and a live one refused,
 // -daemon with -pidfile, -sockperms, -user, and the statistics (-stats
 // file, SIGHUP, -progress lines).
-#include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 
@@ -19,7 +19,9 @@ using namespace dc::test;
 
 namespace {
 
-std::string bin() { return env_or_die("DC_SERVER_BIN"); }
+std::string bin() {
+  return env_or_die("DC_SERVER_BIN");
+}
 
 bool exists(const std::string& path) {
   struct stat st;
@@ -32,7 +34,9 @@ bool gone(const std::string& path) {
   return !exists(path);
 }
 
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+std::string first_line(const std::string& s) {
+  return s.substr(0, s.find('\n'));
+}
 
 void expect_bad(const std::vector<std::string>& args, const std::string& names) {
   std::vector<std::string> argv = {bin()};
@@ -40,7 +44,8 @@ void expect_bad(const std::vector<std::string>& args, const std::string& names) 
   std::string out;
   int rc = run(argv, out, 10000);
   std::string line = first_line(out);
-  if (rc != 2 || line.find(names) == std::string::npos || out.find("Usage: dc_server") == std::string::npos)
+  if (rc != 2 || line.find(names) == std::string::npos ||
+      out.find("Usage: dc_server") == std::string::npos)
     fail_msg("args ending %s: exit %d, output:\n%s", args.back().c_str(), rc, out.c_str());
 }
 
@@ -146,7 +151,7 @@ void test_daemon_and_pidfile(void**) {
   assert_true(wait_for_unix_socket(sock, 10000));
   pid_t pid = pid_t(std::atol(text.c_str()));
   assert_true(pid > 1);
-  live_servers().push_back(pid);  // killed at exit should a check below fail
+  live_servers().push_back(pid);      // killed at exit should a check below fail
   assert_int_equal(kill(pid, 0), 0);  // the daemon runs under that pid
   RawConn c;
   assert_true(c.connect(addr("UNIX:" + sock)));
@@ -171,9 +176,9 @@ void test_sockperms_and_user(void**) {
   // -user: the listener is opened as root, then the process runs as nobody.
   TempDir d;
   uint16_t port = free_tcp_port();
-  Process p = Process::spawn({bin(), "-listen", "IP:127.0.0.1:" + std::to_string(port), "-user",
-                              "nobody"},
-                             {}, d.file("log"));
+  Process p =
+      Process::spawn({bin(), "-listen", "IP:127.0.0.1:" + std::to_string(port), "-user", "nobody"},
+                     {}, d.file("log"));
   assert_true(wait_for_tcp(port, 10000));
   std::string status = read_file("/proc/" + std::to_string(p.pid()) + "/status");
   size_t at = status.find("Uid:");

@@ -3,14 +3,13 @@
 // boundary, eviction nearest-to-expiry first by count and by bytes, and a
 // randomized run against a simple reference model with every invariant
 // checked along the way.
-#include "cmocka_cpp.h"
-
 #include <cstring>
 #include <map>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "cmocka_cpp.h"
 #include "server/store.h"
 
 using dc::proto::AddStatus;
@@ -20,8 +19,12 @@ using dc::server::StoreLimits;
 
 namespace {
 
-Bytes b(const std::string& s) { return {reinterpret_cast<const uint8_t*>(s.data()), s.size()}; }
-std::string str(Bytes x) { return std::string(x.begin(), x.end()); }
+Bytes b(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+std::string str(Bytes x) {
+  return std::string(x.begin(), x.end());
+}
 
 std::string data_of(size_t n, char seed) {
   std::string s(n, '\0');
@@ -71,8 +74,7 @@ void test_binary_ids_and_limits(void**) {
 void test_add_never_overwrites(void**) {
   Store st({100, 1 << 20}, 1);
   assert_int_equal(int(st.add(b("k"), b("first"), 1000, 0)), int(AddStatus::ok));
-  assert_int_equal(int(st.add(b("k"), b("second"), 5000, 500)),
-                   int(AddStatus::matching_session));
+  assert_int_equal(int(st.add(b("k"), b("second"), 5000, 500)), int(AddStatus::matching_session));
   assert_string_equal(str(st.get(b("k"), 999)).c_str(), "first");
   // Once expired, the id is free again.
   assert_int_equal(int(st.add(b("k"), b("third"), 1000, 1000)), int(AddStatus::ok));
@@ -145,9 +147,9 @@ void test_evict_by_bytes(void**) {
   Store st({1000, one * 3 + one / 2}, 5);  // room for three
   const uint32_t timeouts[] = {30000, 10000, 50000};
   for (int i = 0; i < 3; ++i)
-    assert_int_equal(int(st.add(b("k" + std::to_string(i)), b(data_of(kData, char(i))),
-                                timeouts[i], 0)),
-                     int(AddStatus::ok));
+    assert_int_equal(
+        int(st.add(b("k" + std::to_string(i)), b(data_of(kData, char(i))), timeouts[i], 0)),
+        int(AddStatus::ok));
   assert_int_equal(st.bytes(), 3 * one);
   assert_int_equal(int(st.add(b("k3"), b(data_of(kData, 3)), 70000, 0)), int(AddStatus::ok));
   assert_false(st.have(b("k1"), 0));  // 10000: nearest
@@ -170,8 +172,8 @@ void test_many_sessions(void**) {
   Store st({200000, size_t(1) << 30}, 123);
   const int n = 100000;
   for (int i = 0; i < n; ++i)
-    assert_int_equal(int(st.add(b("session-" + std::to_string(i)), b("payload-" + std::to_string(i)),
-                                uint32_t(1000 + i % 5000), 0)),
+    assert_int_equal(int(st.add(b("session-" + std::to_string(i)),
+                                b("payload-" + std::to_string(i)), uint32_t(1000 + i % 5000), 0)),
                      int(AddStatus::ok));
   assert_int_equal(st.sessions(), n);
   assert_true(st.check());

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -56,6 +57,8 @@ Process Process::spawn(const std::vector<std::string>& argv, const std::vector<s
   pid_t pid = fork();
   if (pid < 0) die("fork failed: " + std::string(strerror(errno)));
   if (pid == 0) {
+    // Die with the test: a failed cmocka check skips destructors.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     for (const auto& e : env) putenv(const_cast<char*>(e.c_str()));
     if (!log_path.empty()) {
       int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);

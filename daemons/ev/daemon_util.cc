@@ -1,0 +1,112 @@
+// Process chores shared by the daemons: see daemon_util.h.
+#include "ev/daemon_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+namespace dc::ev {
+
+bool parse_uint(const std::string& text, uint64_t max, uint64_t& out) {
+  if (text.empty()) return false;
+  for (char ch : text)
+    if (ch < '0' || ch > '9') return false;
+  errno = 0;
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  if (errno != 0 || *end != '\0' || v > max) return false;
+  out = v;
+  return true;
+}
+
+bool parse_size(const std::string& text, size_t& out) {
+  if (text.empty()) return false;
+  std::string digits = text;
+  uint64_t mult = 1;
+  switch (text.back()) {
+    case 'k':
+    case 'K':
+      mult = uint64_t(1) << 10;
+      break;
+    case 'm':
+    case 'M':
+      mult = uint64_t(1) << 20;
+      break;
+    case 'g':
+    case 'G':
+      mult = uint64_t(1) << 30;
+      break;
+    default:
+      break;
+  }
+  if (mult != 1) digits.pop_back();
+  uint64_t v = 0;
+  if (!parse_uint(digits, std::numeric_limits<uint64_t>::max() / mult, v)) return false;
+  if (v * mult > std::numeric_limits<size_t>::max()) return false;
+  out = size_t(v * mult);
+  return true;
+}
+
+bool parse_mode(const std::string& text, int& out) {
+  if (text.empty()) return false;
+  for (char ch : text)
+    if (ch < '0' || ch > '7') return false;
+  errno = 0;
+  long p = std::strtol(text.c_str(), nullptr, 8);
+  if (errno != 0 || p < 0 || p > 07777) return false;
+  out = int(p);
+  return true;
+}
+
+std::string absolute_path(const std::string& path) {
+  if (path.empty() || path[0] == '/') return path;
+  char cwd[4096];
+  if (!getcwd(cwd, sizeof cwd)) return path;
+  return std::string(cwd) + "/" + path;
+}
+
+bool write_file_atomic(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  bool ok = ::write(fd, text.data(), text.size()) == ssize_t(text.size());
+  int saved = errno;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    if (ok) saved = errno;
+    ::unlink(tmp.c_str());
+    errno = saved;
+    return false;
+  }
+  return true;
+}
+
+bool daemonize(std::string& err) {
+  if (daemon(0, 0) != 0) {
+    err = std::string("cannot detach: ") + strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+bool drop_privileges(const std::string& user, std::string& err) {
+  passwd* pw = getpwnam(user.c_str());
+  if (!pw) {
+    err = "no such user \"" + user + "\"";
+    return false;
+  }
+  if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+      setuid(pw->pw_uid) != 0) {
+    err = "cannot run as user \"" + user + "\": " + strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace dc::ev

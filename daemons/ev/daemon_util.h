@@ -1,0 +1,42 @@
+// Process chores every daemon of this project does the same way, kept apart
+// from any one daemon so that none copies another: strict number parsing for
+// flags, making paths absolute before -daemon changes directory, writing a
+// pidfile atomically, detaching, and dropping privileges. Nothing here knows
+// the protocol or the event loop.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace dc::ev {
+
+// Parses a decimal number made of digits only (no sign, no spaces) that is
+// at most `max`. Returns false on anything else or on overflow.
+bool parse_uint(const std::string& text, uint64_t max, uint64_t& out);
+
+// Parses a size with an optional K, M or G suffix (powers of 1024, case
+// insensitive). Returns false on junk or overflow.
+bool parse_size(const std::string& text, size_t& out);
+
+// Parses an octal file mode 0..07777 (e.g. "0660"). False on junk.
+bool parse_mode(const std::string& text, int& out);
+
+// `path` made absolute against the current directory (unchanged when it is
+// already absolute or empty, or when the directory cannot be read).
+std::string absolute_path(const std::string& path);
+
+// Replaces `path` with `text` through a temporary file and rename(2), so a
+// reader never sees half a file. False (nothing left behind) on failure;
+// errno tells why.
+bool write_file_atomic(const std::string& path, const std::string& text);
+
+// Detaches (daemon(3): fork, setsid, chdir("/"), stdio to /dev/null). Only
+// the child returns, true; false with `err` set when it could not.
+bool daemonize(std::string& err);
+
+// Switches to `user`'s uid, gid and supplementary groups. False with `err`
+// one line naming the user when the user is unknown or the switch fails.
+bool drop_privileges(const std::string& user, std::string& err);
+
+}  // namespace dc::ev
