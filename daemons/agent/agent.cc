@@ -1,0 +1,329 @@
+// dc_client's multiplexer: see agent.h.
+#include "agent/agent.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+
+namespace dc::agent {
+
+namespace {
+
+// The upstream connection always reads, without the layer's backpressure
+// (that would stop reading the answers that drain the server, and a server
+// doing the same would wait on us forever); instead no request is forwarded
+// while this much is queued for the server, and the deadline recycles a
+// stalled one.
+constexpr size_t kUpstreamOutMax = 4 * 1024 * 1024;
+
+const uint8_t kDisconnected = uint8_t(proto::Status::disconnected);
+
+}  // namespace
+
+// A local client: its connection and its unanswered requests in order.
+struct Agent::Local : ev::Handler {
+  Local(Agent& a, uint64_t id_, UniqueFd fd, ev::ConnectionOptions opt)
+      : agent(a), id(id_), conn(a.loop_, std::move(fd), *this, opt), last_ms(a.loop_.now_ms()) {}
+  void on_message(ev::Connection&, const proto::Message& m) override { agent.on_request(*this, m); }
+  void on_close(ev::Connection&, ev::CloseReason why) override { agent.on_local_close(*this, why); }
+
+  Agent& agent;
+  const uint64_t id;  // never reused
+  ev::Connection conn;
+  std::deque<Slot> slots;
+  int64_t last_ms;  // when it last sent a request (or connected)
+};
+
+void Agent::UpstreamHandler::on_message(ev::Connection& c, const proto::Message& m) {
+  a_.on_answer(c, m);
+}
+
+void Agent::UpstreamHandler::on_close(ev::Connection& c, ev::CloseReason why) {
+  a_.on_upstream_close(c, why);
+}
+
+Agent::Agent(ev::Loop& loop, AgentConfig cfg)
+    : loop_(loop),
+      cfg_(std::move(cfg)),
+      started_ms_(loop.now_ms()),
+      up_handler_(*this),
+      connector_(loop),
+      retry_(loop, [this] { connect_now(); }),
+      deadline_(loop, [this] { on_deadline(); }),
+      idle_(loop, [this] { sweep_idle(); }) {
+  if (cfg_.idle_ms > 0) {
+    // Checked a few times per period: a client goes between idle and 1.25 idle.
+    int64_t every = std::max<int64_t>(cfg_.idle_ms / 4, 5);
+    idle_.start(every, every);
+  }
+  connect_now();
+}
+
+Agent::~Agent() {
+  // Connections refer to this object: they go first. The listeners'
+  // destructors remove the UNIX socket files.
+  locals_.clear();
+  up_.reset();
+  connector_.cancel();
+  listeners_.clear();
+}
+
+void Agent::add_listener(UniqueFd fd, const Address& a) {
+  listeners_.push_back(std::make_unique<ev::Listener>(
+      loop_, std::move(fd), a, [this](UniqueFd c) { accept(std::move(c)); }));
+}
+
+void Agent::accept(UniqueFd fd) {
+  ++stats_.accepted;
+  ev::ConnectionOptions opt;
+  opt.out_high = cfg_.max_out;
+  opt.out_low = cfg_.max_out / 4;
+  uint64_t id = next_client_++;
+  locals_.emplace(id, std::make_unique<Local>(*this, id, std::move(fd), opt));
+}
+
+void Agent::on_local_close(Local& l, ev::CloseReason why) {
+  if (why == ev::CloseReason::corrupt) ++stats_.client_errors;
+  // Its pending entries stay in the FIFO (the server will answer them);
+  // they name this id, which nothing will ever have again, so their answers
+  // are dropped.
+  locals_.erase(l.id);  // destroys l
+}
+
+void Agent::on_request(Local& l, const proto::Message& m) {
+  ++stats_.requests;
+  int64_t now = loop_.now_ms();
+  l.last_ms = now;
+  if (m.is_response) {
+    // A client never sends answers: the stream is not the protocol.
+    l.conn.close(ev::CloseReason::corrupt);
+    return;
+  }
+  if (m.op == proto::Op::add) {
+    // An ADD too short to parse makes the server close its connection:
+    // forwarded, it would cost every client the upstream connection.
+    proto::AddRequest req;
+    if (proto::parse_add(m.payload, req).action == proto::AddCheck::close) {
+      l.conn.close(ev::CloseReason::corrupt);
+      return;
+    }
+  }
+  if (l.slots.size() >= cfg_.client_pending) {
+    ++stats_.overflows;
+    l.conn.close(ev::CloseReason::local);
+    return;
+  }
+  if (!upstream_up() || pending_.size() >= cfg_.max_pending ||
+      up_->pending_output() >= kUpstreamOutMax) {
+    answer_local(l, m.uid, m.op);
+    return;
+  }
+  proto::Message fwd = m;
+  fwd.proto_level = proto::kProtoLevel;  // we are the sender now
+  fwd.uid = next_uid_++;
+  // The payload came through the decoder, so it always fits.
+  up_->send(fwd);
+  ++stats_.forwarded;
+  pending_.push_back({l.id, fwd.uid, m.op, now});
+  l.slots.push_back({m.uid, m.op, true});
+  if (!deadline_.active()) arm_deadline();
+}
+
+void Agent::answer_local(Local& l, uint32_t uid, proto::Op op) {
+  ++stats_.disconnected;
+  if (!l.slots.empty()) {
+    l.slots.push_back({uid, op, false});  // after the answers it still waits for
+    return;
+  }
+  proto::Message r;
+  r.is_response = true;
+  r.uid = uid;
+  r.op = op;
+  r.payload = proto::Bytes(&kDisconnected, 1);
+  l.conn.send(r);
+}
+
+void Agent::drain_local(Local& l) {
+  proto::Message r;
+  r.is_response = true;
+  r.payload = proto::Bytes(&kDisconnected, 1);
+  while (!l.slots.empty() && !l.slots.front().on_server) {
+    r.uid = l.slots.front().uid;
+    r.op = l.slots.front().op;
+    l.conn.send(r);
+    l.slots.pop_front();
+  }
+}
+
+void Agent::deliver(const Pending& p, proto::Bytes payload) {
+  auto it = locals_.find(p.client);
+  if (it == locals_.end() || it->second->conn.closed()) {
+    ++stats_.dropped;
+    return;
+  }
+  Local& l = *it->second;
+  // The server answers in order and locally answered slots leave as soon
+  // as they reach the front, so this answer is for the first slot.
+  if (l.slots.empty() || !l.slots.front().on_server || l.slots.front().op != p.op) {
+    std::fprintf(stderr, "dc_client: internal error: answer order lost for a client\n");
+    std::abort();
+  }
+  proto::Message r;
+  r.is_response = true;
+  r.uid = l.slots.front().uid;
+  r.op = p.op;
+  r.payload = payload;
+  l.slots.pop_front();
+  l.conn.send(r);
+  drain_local(l);
+}
+
+void Agent::on_answer(ev::Connection& c, const proto::Message& m) {
+  if (!m.is_response) {
+    c.close(ev::CloseReason::corrupt);  // a server never sends requests
+    return;
+  }
+  // Uids in the FIFO are consecutive (modulo 2^32), so the entry is found
+  // by subtraction; anything outside it matches nothing and is dropped.
+  size_t idx = pending_.empty() ? 0 : size_t(uint32_t(m.uid - pending_.front().up_uid));
+  if (pending_.empty() || idx >= pending_.size()) {
+    ++stats_.unmatched;
+    return;
+  }
+  if (pending_[idx].op != m.op) {
+    c.close(ev::CloseReason::corrupt);  // same uid, another operation
+    return;
+  }
+  // A server answers in order; one that skipped requests will not answer
+  // them later, so they are answered DISCONNECTED to keep each client's order.
+  for (; idx > 0; --idx) {
+    Pending p = pending_.front();
+    pending_.pop_front();
+    ++stats_.disconnected;
+    deliver(p, proto::Bytes(&kDisconnected, 1));
+  }
+  reported_down_ = reported_up_ = false;  // it works: the next loss is news
+  Pending p = pending_.front();
+  pending_.pop_front();
+  ++stats_.answered;
+  deliver(p, m.payload);
+}
+
+void Agent::on_upstream_close(ev::Connection& c, ev::CloseReason why) {
+  if (&c != up_.get()) return;  // not ours any more (cannot happen: kept for safety)
+  std::unique_ptr<ev::Connection> gone = std::move(up_);  // freed on return
+  lost(ev::to_string(why));
+}
+
+void Agent::fail_pending() {
+  std::deque<Pending> q;
+  q.swap(pending_);
+  deadline_.stop();
+  for (const Pending& p : q) {
+    ++stats_.disconnected;
+    deliver(p, proto::Bytes(&kDisconnected, 1));
+  }
+}
+
+void Agent::lost(const std::string& why) {
+  ++stats_.losses;
+  if (!reported_down_) {
+    std::fprintf(stderr,
+                 "dc_client: lost the server %s (%s): answering DISCONNECTED, "
+                 "reconnecting every %" PRId64 " ms\n",
+                 cfg_.server.to_string().c_str(), why.c_str(), cfg_.retry_ms);
+    reported_down_ = true;
+  }
+  fail_pending();
+  schedule_connect();
+}
+
+void Agent::schedule_connect() {
+  if (up_ || connector_.busy() || retry_.active()) return;
+  int64_t now = loop_.now_ms();
+  int64_t at = attempted_ ? last_attempt_ms_ + cfg_.retry_ms : now;
+  retry_.start(std::max<int64_t>(at - now, 0));
+}
+
+void Agent::connect_now() {
+  retry_.stop();
+  attempted_ = true;
+  last_attempt_ms_ = loop_.now_ms();
+  int deadline = int(std::min<int64_t>(cfg_.timeout_ms, std::numeric_limits<int>::max()));
+  connector_.start(cfg_.server, deadline, [this](UniqueFd fd, const std::string& err) {
+    if (!fd) {
+      if (!reported_down_) {
+        std::fprintf(stderr,
+                     "dc_client: %s: answering DISCONNECTED, retrying every %" PRId64 " ms\n",
+                     err.c_str(), cfg_.retry_ms);
+        reported_down_ = true;
+      }
+      schedule_connect();
+      return;
+    }
+    ev::ConnectionOptions opt;
+    opt.backpressure = false;  // always read answers: see kUpstreamOutMax
+    up_ = std::make_unique<ev::Connection>(loop_, std::move(fd), up_handler_, opt);
+    ++stats_.connects;
+    // Logged once per outage: a stalled server accepts connections that
+    // then fail again, and that must not fill the log.
+    if (reported_down_ && !reported_up_) {
+      std::fprintf(stderr, "dc_client: connected to the server %s\n",
+                   cfg_.server.to_string().c_str());
+      reported_up_ = true;
+    }
+  });
+}
+
+void Agent::arm_deadline() {
+  if (pending_.empty()) {
+    deadline_.stop();
+    return;
+  }
+  int64_t due = pending_.front().sent_ms + cfg_.timeout_ms - loop_.now_ms();
+  deadline_.start(std::max<int64_t>(due, 1));
+}
+
+void Agent::on_deadline() {
+  if (pending_.empty()) return;
+  if (loop_.now_ms() - pending_.front().sent_ms < cfg_.timeout_ms) {
+    arm_deadline();
+    return;
+  }
+  // The server is stalled (or the network drops packets): recycle. The
+  // connection is destroyed here (not from its own callback), so no close
+  // notice follows.
+  ++stats_.deadlines;
+  up_.reset();
+  char why[96];
+  std::snprintf(why, sizeof why, "no answer within %" PRId64 " ms", cfg_.timeout_ms);
+  lost(why);
+}
+
+void Agent::sweep_idle() {
+  int64_t now = loop_.now_ms();
+  for (auto& [id, l] : locals_) {
+    if (l->conn.closed() || !l->slots.empty() || now - l->last_ms < cfg_.idle_ms) continue;
+    ++stats_.idle_drops;
+    l->conn.close(ev::CloseReason::local);  // erased when the loop reports it
+  }
+}
+
+std::string Agent::stats_line() {
+  const AgentStats& s = stats_;
+  char buf[768];
+  std::snprintf(
+      buf, sizeof buf,
+      "uptime_ms=%" PRId64 " upstream=%s clients=%zu pending=%zu accepted=%" PRIu64
+      " requests=%" PRIu64 " forwarded=%" PRIu64 " answered=%" PRIu64 " disconnected=%" PRIu64
+      " dropped=%" PRIu64 " unmatched=%" PRIu64 " connects=%" PRIu64 " losses=%" PRIu64
+      " deadlines=%" PRIu64 " client_errors=%" PRIu64 " overflows=%" PRIu64 " idle_drops=%" PRIu64,
+      loop_.now_ms() - started_ms_, upstream_up() ? "up" : "down", locals_.size(), pending_.size(),
+      s.accepted, s.requests, s.forwarded, s.answered, s.disconnected, s.dropped, s.unmatched,
+      s.connects, s.losses, s.deadlines, s.client_errors, s.overflows, s.idle_drops);
+  return buf;
+}
+
+}  // namespace dc::agent

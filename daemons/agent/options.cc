@@ -1,0 +1,176 @@
+// dc_client's command line: see options.h.
+#include "agent/options.h"
+
+#include <grp.h>
+#include <pwd.h>
+
+#include "ev/daemon_util.h"
+
+namespace dc::agent {
+
+namespace {
+constexpr const char* kDefaultListen = "UNIX:/tmp/scache";
+constexpr uint64_t kMaxMs = 86400000;  // one day: more is surely a typo
+constexpr size_t kMinOut = 4096;
+}  // namespace
+
+std::string usage() {
+  return "Usage: dc_client -server ADDR [options]\n"
+         "The local agent of a distributed TLS session cache (distcache protocol 1.x):\n"
+         "carries the requests of every local client over one connection to dc_server.\n"
+         "  -server ADDR        the dc_server to use: UNIX:/path, IP:host:port (required)\n"
+         "  -connect ADDR       the same as -server\n"
+         "  -listen ADDR        accept local clients on ADDR (default UNIX:/tmp/scache;\n"
+         "                      may be given more than once)\n"
+         "  -retry MS           try to reconnect to the server every MS milliseconds\n"
+         "                      while it is unreachable (default 5000)\n"
+         "  -idle MS            drop a client that sent nothing for MS milliseconds and\n"
+         "                      waits for no answer (default 0: never)\n"
+         "  -timeout MS         a request the server has not answered within MS\n"
+         "                      milliseconds is answered DISCONNECTED and the server\n"
+         "                      connection is recycled (default 500)\n"
+         "  -maxpending N       at most N requests waiting on the server; beyond, requests\n"
+         "                      are answered DISCONNECTED (default 10000)\n"
+         "  -clientpending N    a client with more than N unanswered requests is closed\n"
+         "                      (default 1000)\n"
+         "  -maxout SIZE        stop reading a client whose unread answers pass SIZE bytes,\n"
+         "                      suffix K, M or G, until it reads them (default 256K, least 4K)\n"
+         "  -daemon             detach and run in the background\n"
+         "  -pidfile PATH       write the process id to PATH (removed at exit)\n"
+         "  -user USER          run as USER once the sockets are open\n"
+         "  -sockowner USER     owner of UNIX sockets\n"
+         "  -sockgroup GROUP    group of UNIX sockets\n"
+         "  -sockperms OCTAL    permissions of UNIX sockets, e.g. 0660\n"
+         "  -h, -help, -?       show this help\n"
+         "While the server is unreachable every request is answered at once with the\n"
+         "status DISCONNECTED (2); caching resumes by itself once it is back.\n"
+         "SIGTERM and SIGINT exit cleanly (UNIX socket files are removed);\n"
+         "SIGHUP prints a statistics line to stderr.\n";
+}
+
+bool parse_options(int argc, char** argv, Options& o, std::string& err) {
+  for (int i = 1; i < argc; ++i) {
+    std::string flag = argv[i];
+    // Accept --flag for -flag: people type both.
+    if (flag.size() > 2 && flag[0] == '-' && flag[1] == '-') flag.erase(0, 1);
+    auto value = [&](std::string& v) {
+      if (i + 1 >= argc) {
+        err = flag + ": missing value";
+        return false;
+      }
+      v = argv[++i];
+      return true;
+    };
+    // A number of milliseconds in [min, kMaxMs].
+    auto millis = [&](int64_t& out, uint64_t min) {
+      std::string v;
+      if (!value(v)) return false;
+      uint64_t n = 0;
+      if (!ev::parse_uint(v, kMaxMs, n) || n < min) {
+        err = flag + ": \"" + v + "\" is not a number of milliseconds from " + std::to_string(min) +
+              " to " + std::to_string(kMaxMs);
+        return false;
+      }
+      out = int64_t(n);
+      return true;
+    };
+    auto count = [&](size_t& out) {
+      std::string v;
+      if (!value(v)) return false;
+      uint64_t n = 0;
+      if (!ev::parse_uint(v, 100000000, n) || n == 0) {
+        err = flag + ": \"" + v + "\" is not a number from 1 to 100000000";
+        return false;
+      }
+      out = size_t(n);
+      return true;
+    };
+    std::string v;
+    if (flag == "-h" || flag == "-help" || flag == "-?") {
+      o.help = true;
+      return true;
+    } else if (flag == "-listen") {
+      if (!value(v)) return false;
+      Address a;
+      std::string why;
+      if (!parse_address(v, a, why)) {
+        err = "-listen: " + why;
+        return false;
+      }
+      o.listen.push_back(a);
+    } else if (flag == "-server" || flag == "-connect") {
+      if (!value(v)) return false;
+      std::string why;
+      if (!parse_address(v, o.server, why)) {
+        err = flag + ": " + why;
+        return false;
+      }
+      o.have_server = true;
+    } else if (flag == "-retry") {
+      if (!millis(o.retry_ms, 1)) return false;
+    } else if (flag == "-idle") {
+      if (!millis(o.idle_ms, 0)) return false;
+    } else if (flag == "-timeout") {
+      if (!millis(o.timeout_ms, 1)) return false;
+    } else if (flag == "-maxpending") {
+      if (!count(o.max_pending)) return false;
+    } else if (flag == "-clientpending") {
+      if (!count(o.client_pending)) return false;
+    } else if (flag == "-maxout") {
+      if (!value(v)) return false;
+      if (!ev::parse_size(v, o.max_out) || o.max_out < kMinOut) {
+        err = "-maxout: \"" + v +
+              "\" is not a size of at least 4K (a number with an optional K, M or G)";
+        return false;
+      }
+    } else if (flag == "-daemon") {
+      o.daemon = true;
+    } else if (flag == "-pidfile") {
+      if (!value(o.pidfile)) return false;
+      if (o.pidfile.empty()) {
+        err = "-pidfile: empty path";
+        return false;
+      }
+    } else if (flag == "-user") {
+      if (!value(o.user)) return false;
+      if (!getpwnam(o.user.c_str())) {
+        err = "-user: no such user \"" + o.user + "\"";
+        return false;
+      }
+    } else if (flag == "-sockowner") {
+      if (!value(o.sockowner)) return false;
+      if (!getpwnam(o.sockowner.c_str())) {
+        err = "-sockowner: no such user \"" + o.sockowner + "\"";
+        return false;
+      }
+    } else if (flag == "-sockgroup") {
+      if (!value(o.sockgroup)) return false;
+      if (!getgrnam(o.sockgroup.c_str())) {
+        err = "-sockgroup: no such group \"" + o.sockgroup + "\"";
+        return false;
+      }
+    } else if (flag == "-sockperms") {
+      if (!value(v)) return false;
+      if (!ev::parse_mode(v, o.sockperms)) {
+        err = "-sockperms: \"" + v + "\" is not an octal mode (e.g. 0660)";
+        return false;
+      }
+    } else {
+      err = "unknown flag \"" + std::string(argv[i]) + "\"";
+      return false;
+    }
+  }
+  if (!o.have_server) {
+    err = "-server: no server address given (required)";
+    return false;
+  }
+  if (o.listen.empty()) {
+    Address a;
+    std::string why;
+    parse_address(kDefaultListen, a, why);
+    o.listen.push_back(a);
+  }
+  return true;
+}
+
+}  // namespace dc::agent

@@ -1,0 +1,44 @@
+// dc_client's command line: the flags of distcache 1.x's dc_client with
+// their meaning, plus this project's limits (-timeout, -maxpending,
+// -clientpending, -maxout). Parsing is apart from main() so every rule lives
+// in one place and errors are uniform: one line naming the flag and what is
+// wrong, then the usage, exit status 2.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "addr.h"
+
+namespace dc::agent {
+
+struct Options {
+  std::vector<Address> listen;  // defaults to UNIX:/tmp/scache when none given
+  Address server;               // -server / -connect (required)
+  bool have_server = false;
+  int64_t retry_ms = 5000;       // -retry: least time between connect attempts
+  int64_t idle_ms = 0;           // -idle: 0 = never drop idle clients
+  int64_t timeout_ms = 500;      // -timeout: deadline of a request on the server
+  size_t max_pending = 10000;    // -maxpending: requests waiting on the server, all clients
+  size_t client_pending = 1000;  // -clientpending: unanswered requests of one client
+  size_t max_out = 256 * 1024;   // -maxout: a client's unread answers before backpressure
+  bool daemon = false;
+  std::string pidfile;
+  std::string user;
+  std::string sockowner;
+  std::string sockgroup;
+  int sockperms = -1;
+  bool help = false;
+};
+
+// The usage text (ends with a newline).
+std::string usage();
+
+// Parses argv[1..]. Returns true with `out` filled (out.help set for
+// -h/-help/-?/--help); else false with `err` one line naming the flag and
+// the reason.
+bool parse_options(int argc, char** argv, Options& out, std::string& err);
+
+}  // namespace dc::agent
