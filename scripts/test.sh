@@ -36,7 +36,16 @@ setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true -
        --no-suite link --num-processes 2 --timeout-multiplier 3 \
   || status=1
 
-# 3. Fuzzers (libFuzzer needs clang), each for a bounded time.
+# 3. The threaded parts under ThreadSanitizer: the OpenSSL glue driven by
+#    many threads (ssl_api), the threaded example server, the client library.
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+setup build-tsan -Db_sanitize=thread -Db_lundef=false -Dwerror=true --buildtype=debug \
+  && meson compile -C build-tsan \
+  && run_meson_tests build-tsan tsan.log ssl_api e2e_example_server client_api \
+       --num-processes 2 --timeout-multiplier 3 \
+  || status=1
+
+# 4. Fuzzers (libFuzzer needs clang), each for a bounded time.
 if command -v clang++ >/dev/null; then
   CC=clang CXX=clang++ setup build-fuzz -Dfuzz=true -Dwerror=true --buildtype=debugoptimized \
     && meson compile -C build-fuzz \
