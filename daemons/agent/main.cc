@@ -33,53 +33,12 @@ int main(int argc, char** argv) {
 
   dc::raise_fd_limit();
 
-  dc::ListenOptions lo;
-  lo.owner = opt.sockowner;
-  lo.group = opt.sockgroup;
-  lo.perms = opt.sockperms;
-  struct Opened {
-    dc::UniqueFd fd;
-    dc::Address addr;  // UNIX paths made absolute (for removal after chdir)
-  };
-  std::vector<Opened> opened;
-  for (const dc::Address& a : opt.listen) {
-    dc::UniqueFd fd = dc::listen_on(a, lo, err);
-    if (!fd) {
-      std::fprintf(stderr, "dc_client: %s\n", err.c_str());
-      for (Opened& o : opened)  // do not leave our own socket files behind
-        if (o.addr.kind == dc::Address::Kind::unix_path) unlink(o.addr.path.c_str());
-      return 1;
-    }
-    dc::Address abs = a;
-    if (abs.kind == dc::Address::Kind::unix_path) abs.path = dc::ev::absolute_path(abs.path);
-    opened.push_back({std::move(fd), abs});
-  }
   // A relative UNIX path for the server must survive -daemon's chdir("/").
   dc::Address server = opt.server;
   if (server.kind == dc::Address::Kind::unix_path) server.path = dc::ev::absolute_path(server.path);
-  std::string pidfile = dc::ev::absolute_path(opt.pidfile);
-
-  auto unlink_sockets = [&] {
-    for (Opened& o : opened)
-      if (o.addr.kind == dc::Address::Kind::unix_path) unlink(o.addr.path.c_str());
-  };
-  if (opt.daemon && !dc::ev::daemonize(err)) {
-    std::fprintf(stderr, "dc_client: %s\n", err.c_str());
-    unlink_sockets();
-    return 1;
-  }
-  if (!pidfile.empty() && !dc::ev::write_file_atomic(pidfile, std::to_string(getpid()) + "\n")) {
-    std::fprintf(stderr, "dc_client: cannot write the pidfile %s: %s\n", pidfile.c_str(),
-                 strerror(errno));
-    unlink_sockets();
-    return 1;
-  }
-  if (!opt.user.empty() && !dc::ev::drop_privileges(opt.user, err)) {
-    std::fprintf(stderr, "dc_client: -user: %s\n", err.c_str());
-    unlink_sockets();
-    if (!pidfile.empty()) unlink(pidfile.c_str());
-    return 1;
-  }
+  std::vector<dc::ev::OpenedListener> opened;
+  std::string pidfile;
+  if (!dc::ev::start_daemon("dc_client", opt.listen, opt.proc, opened, pidfile)) return 1;
 
   {
     dc::ev::Loop loop;
@@ -92,7 +51,7 @@ int main(int argc, char** argv) {
     cfg.client_pending = opt.client_pending;
     cfg.max_out = opt.max_out;
     dc::agent::Agent agent(loop, cfg);
-    for (Opened& o : opened) agent.add_listener(std::move(o.fd), o.addr);
+    for (dc::ev::OpenedListener& o : opened) agent.add_listener(std::move(o.fd), o.addr);
 
     auto stop = [&] { loop.stop(); };
     dc::ev::Signal sigterm(loop, SIGTERM, stop);

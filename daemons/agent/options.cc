@@ -1,9 +1,6 @@
 // dc_client's command line: see options.h.
 #include "agent/options.h"
 
-#include <grp.h>
-#include <pwd.h>
-
 #include "ev/daemon_util.h"
 
 namespace dc::agent {
@@ -34,13 +31,8 @@ std::string usage() {
          "  -clientpending N    a client with more than N unanswered requests is closed\n"
          "                      (default 1000)\n"
          "  -maxout SIZE        stop reading a client whose unread answers pass SIZE bytes,\n"
-         "                      suffix K, M or G, until it reads them (default 256K, least 4K)\n"
-         "  -daemon             detach and run in the background\n"
-         "  -pidfile PATH       write the process id to PATH (removed at exit)\n"
-         "  -user USER          run as USER once the sockets are open\n"
-         "  -sockowner USER     owner of UNIX sockets\n"
-         "  -sockgroup GROUP    group of UNIX sockets\n"
-         "  -sockperms OCTAL    permissions of UNIX sockets, e.g. 0660\n"
+         "                      suffix K, M or G, until it reads them (default 256K, least 4K)\n" +
+         std::string(ev::process_usage()) +
          "  -h, -help, -?       show this help\n"
          "While the server is unreachable every request is answered at once with the\n"
          "status DISCONNECTED (2); caching resumes by itself once it is back.\n"
@@ -123,41 +115,13 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
               "\" is not a size of at least 4K (a number with an optional K, M or G)";
         return false;
       }
-    } else if (flag == "-daemon") {
-      o.daemon = true;
-    } else if (flag == "-pidfile") {
-      if (!value(o.pidfile)) return false;
-      if (o.pidfile.empty()) {
-        err = "-pidfile: empty path";
-        return false;
-      }
-    } else if (flag == "-user") {
-      if (!value(o.user)) return false;
-      if (!getpwnam(o.user.c_str())) {
-        err = "-user: no such user \"" + o.user + "\"";
-        return false;
-      }
-    } else if (flag == "-sockowner") {
-      if (!value(o.sockowner)) return false;
-      if (!getpwnam(o.sockowner.c_str())) {
-        err = "-sockowner: no such user \"" + o.sockowner + "\"";
-        return false;
-      }
-    } else if (flag == "-sockgroup") {
-      if (!value(o.sockgroup)) return false;
-      if (!getgrnam(o.sockgroup.c_str())) {
-        err = "-sockgroup: no such group \"" + o.sockgroup + "\"";
-        return false;
-      }
-    } else if (flag == "-sockperms") {
-      if (!value(v)) return false;
-      if (!ev::parse_mode(v, o.sockperms)) {
-        err = "-sockperms: \"" + v + "\" is not an octal mode (e.g. 0660)";
-        return false;
-      }
     } else {
-      err = "unknown flag \"" + std::string(argv[i]) + "\"";
-      return false;
+      ev::FlagParse r = ev::parse_process_flag(flag, value, o.proc, err);
+      if (r == ev::FlagParse::error) return false;
+      if (r == ev::FlagParse::not_mine) {
+        err = "unknown flag \"" + std::string(argv[i]) + "\"";
+        return false;
+      }
     }
   }
   if (!o.have_server) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "addr.h"
+#include "ev/daemon_util.h"
 
 namespace dc::agent {
 
@@ -24,12 +25,7 @@ struct Options {
   size_t max_pending = 10000;    // -maxpending: requests waiting on the server, all clients
   size_t client_pending = 1000;  // -clientpending: unanswered requests of one client
   size_t max_out = 256 * 1024;   // -maxout: a client's unread answers before backpressure
-  bool daemon = false;
-  std::string pidfile;
-  std::string user;
-  std::string sockowner;
-  std::string sockgroup;
-  int sockperms = -1;
+  ev::ProcessOptions proc;  // -daemon, -pidfile, -user, -sock*
   bool help = false;
 };
 

@@ -7,6 +7,7 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -104,6 +105,63 @@ bool drop_privileges(const std::string& user, std::string& err) {
   if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
       setuid(pw->pw_uid) != 0) {
     err = "cannot run as user \"" + user + "\": " + strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace dc::ev
+
+namespace dc::ev {
+
+const char* process_usage() {
+  return "  -daemon             detach and run in the background\n"
+         "  -pidfile PATH       write the process id to PATH (removed at exit)\n"
+         "  -user USER          run as USER once the sockets are open\n"
+         "  -sockowner USER     owner of UNIX sockets\n"
+         "  -sockgroup GROUP    group of UNIX sockets\n"
+         "  -sockperms OCTAL    permissions of UNIX sockets, e.g. 0660\n";
+}
+
+bool start_daemon(const char* name, const std::vector<Address>& listen, const ProcessOptions& p,
+                  std::vector<OpenedListener>& out, std::string& pidfile) {
+  std::string err;
+  auto unlink_sockets = [&] {
+    for (OpenedListener& o : out)
+      if (o.addr.kind == Address::Kind::unix_path) unlink(o.addr.path.c_str());
+    out.clear();
+  };
+  ListenOptions lo;
+  lo.owner = p.sockowner;
+  lo.group = p.sockgroup;
+  lo.perms = p.sockperms;
+  for (const Address& a : listen) {
+    UniqueFd fd = listen_on(a, lo, err);
+    if (!fd) {
+      std::fprintf(stderr, "%s: %s\n", name, err.c_str());
+      unlink_sockets();  // do not leave our own socket files behind
+      return false;
+    }
+    Address abs = a;
+    if (abs.kind == Address::Kind::unix_path) abs.path = absolute_path(abs.path);
+    out.push_back({std::move(fd), abs});
+  }
+  pidfile = absolute_path(p.pidfile);
+  if (p.daemon && !daemonize(err)) {
+    std::fprintf(stderr, "%s: %s\n", name, err.c_str());
+    unlink_sockets();
+    return false;
+  }
+  if (!pidfile.empty() && !write_file_atomic(pidfile, std::to_string(getpid()) + "\n")) {
+    std::fprintf(stderr, "%s: cannot write the pidfile %s: %s\n", name, pidfile.c_str(),
+                 strerror(errno));
+    unlink_sockets();
+    return false;
+  }
+  if (!p.user.empty() && !drop_privileges(p.user, err)) {
+    std::fprintf(stderr, "%s: -user: %s\n", name, err.c_str());
+    unlink_sockets();
+    if (!pidfile.empty()) unlink(pidfile.c_str());
     return false;
   }
   return true;

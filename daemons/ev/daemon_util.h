@@ -8,6 +8,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "addr.h"
+#include "net.h"
 
 namespace dc::ev {
 
@@ -39,4 +43,46 @@ bool daemonize(std::string& err);
 // one line naming the user when the user is unknown or the switch fails.
 bool drop_privileges(const std::string& user, std::string& err);
 
+// ---- What both daemons do to become a running daemon ----
+
+// The process flags of 1.x that dc_server and dc_client share.
+struct ProcessOptions {
+  bool daemon = false;    // -daemon
+  std::string pidfile;    // -pidfile PATH
+  std::string user;       // -user USER
+  std::string sockowner;  // -sockowner USER
+  std::string sockgroup;  // -sockgroup GROUP
+  int sockperms = -1;     // -sockperms OCTAL
+};
+
+// The usage lines of those flags (each ends with a newline).
+const char* process_usage();
+
+enum class FlagParse { not_mine, ok, error };
+// When `flag` is one of the ProcessOptions flags, takes its value through
+// `value` (which sets `err` itself when the value is missing) and checks it
+// (unknown users and groups, bad modes, empty paths). Returns not_mine for
+// any other flag, error with `err` one line naming the flag.
+template <typename ValueFn>
+FlagParse parse_process_flag(const std::string& flag, ValueFn&& value, ProcessOptions& o,
+                             std::string& err);
+
+// A listening socket opened before detaching; UNIX paths made absolute so
+// they can be removed after -daemon's chdir("/").
+struct OpenedListener {
+  UniqueFd fd;
+  Address addr;
+};
+
+// Start-up in the order both daemons use: open every listener (so that an
+// address in use is reported on the terminal and in the exit status), then
+// -daemon, the pidfile and -user. On failure prints "NAME: reason" on
+// stderr, removes the socket files and pidfile it made, and returns false.
+// On success `out` holds the listeners, and `pidfile` the absolute path to
+// remove at exit (empty when none).
+bool start_daemon(const char* name, const std::vector<Address>& listen, const ProcessOptions& p,
+                  std::vector<OpenedListener>& out, std::string& pidfile);
+
 }  // namespace dc::ev
+
+#include "ev/daemon_util_impl.h"

@@ -49,46 +49,11 @@ int main(int argc, char** argv) {
 
   dc::raise_fd_limit();
 
-  // Open every listening socket before detaching so that errors reach the
-  // terminal and the exit status.
-  dc::ListenOptions lo;
-  lo.owner = opt.sockowner;
-  lo.group = opt.sockgroup;
-  lo.perms = opt.sockperms;
-  struct Opened {
-    dc::UniqueFd fd;
-    dc::Address addr;  // UNIX paths made absolute (for removal after chdir)
-  };
-  std::vector<Opened> opened;
-  for (const dc::Address& a : opt.listen) {
-    dc::UniqueFd fd = dc::listen_on(a, lo, err);
-    if (!fd) {
-      std::fprintf(stderr, "dc_server: %s\n", err.c_str());
-      for (Opened& o : opened)  // do not leave our own socket files behind
-        if (o.addr.kind == dc::Address::Kind::unix_path) unlink(o.addr.path.c_str());
-      return 1;
-    }
-    dc::Address abs = a;
-    if (abs.kind == dc::Address::Kind::unix_path) abs.path = dc::ev::absolute_path(abs.path);
-    opened.push_back({std::move(fd), abs});
-  }
-  std::string pidfile = dc::ev::absolute_path(opt.pidfile);
+  // -stats is relative to where we were started, not to -daemon's "/".
   std::string stats_file = dc::ev::absolute_path(opt.stats_file);
-
-  if (opt.daemon && !dc::ev::daemonize(err)) {
-    std::fprintf(stderr, "dc_server: %s\n", err.c_str());
-    return 1;
-  }
-  if (!pidfile.empty() && !dc::ev::write_file_atomic(pidfile, std::to_string(getpid()) + "\n")) {
-    std::fprintf(stderr, "dc_server: cannot write the pidfile %s: %s\n", pidfile.c_str(),
-                 strerror(errno));
-    return 1;
-  }
-  if (!opt.user.empty() && !dc::ev::drop_privileges(opt.user, err)) {
-    std::fprintf(stderr, "dc_server: -user: %s\n", err.c_str());
-    if (!pidfile.empty()) unlink(pidfile.c_str());
-    return 1;
-  }
+  std::vector<dc::ev::OpenedListener> opened;
+  std::string pidfile;
+  if (!dc::ev::start_daemon("dc_server", opt.listen, opt.proc, opened, pidfile)) return 1;
 
   int status = 0;
   {
@@ -97,7 +62,7 @@ int main(int argc, char** argv) {
     dc::server::ServerConfig cfg;
     cfg.progress = opt.progress;
     dc::server::Server server(loop, store, cfg);
-    for (Opened& o : opened) server.add_listener(std::move(o.fd), o.addr);
+    for (dc::ev::OpenedListener& o : opened) server.add_listener(std::move(o.fd), o.addr);
 
     auto write_stats = [&] {
       if (!stats_file.empty()) dc::ev::write_file_atomic(stats_file, server.stats_line() + "\n");

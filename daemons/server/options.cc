@@ -1,9 +1,6 @@
 // dc_server's command line: see options.h.
 #include "server/options.h"
 
-#include <grp.h>
-#include <pwd.h>
-
 #include <limits>
 
 #include "ev/daemon_util.h"
@@ -20,23 +17,18 @@ constexpr size_t kMinMemory = 64 * 1024;  // room for one largest session
 std::string usage() {
   return "Usage: dc_server -listen ADDR [options]\n"
          "Serves a distributed TLS session cache (distcache protocol 1.x).\n"
-         "  -listen ADDR       listen on ADDR: UNIX:/path, IP:port or IP:host:port\n"
-         "                     (may be given more than once; required)\n"
-         "  -sessions N        store at most N sessions (default 1000000)\n"
-         "  -memory SIZE       store at most SIZE bytes of sessions, suffix K, M or G;\n"
-         "                     each session counts id + data + 64 (default 1G, least 64K)\n"
-         "                     When full, the sessions nearest to expiry are evicted.\n"
-         "  -progress N        print a statistics line to stderr every N operations\n"
-         "  -stats FILE        keep FILE holding the current statistics line\n"
-         "  -stats-interval MS rewrite the -stats FILE every MS milliseconds (default 1000)\n"
-         "  -daemon            detach and run in the background\n"
-         "  -pidfile PATH      write the process id to PATH (removed at exit)\n"
-         "  -user USER         run as USER once the sockets are open\n"
-         "  -sockowner USER    owner of UNIX sockets\n"
-         "  -sockgroup GROUP   group of UNIX sockets\n"
-         "  -sockperms OCTAL   permissions of UNIX sockets, e.g. 0660\n"
-         "  -killable          also exit cleanly on SIGUSR1 or SIGUSR2\n"
-         "  -h, -help, -?      show this help\n"
+         "  -listen ADDR        listen on ADDR: UNIX:/path, IP:port or IP:host:port\n"
+         "                      (may be given more than once; required)\n"
+         "  -sessions N         store at most N sessions (default 1000000)\n"
+         "  -memory SIZE        store at most SIZE bytes of sessions, suffix K, M or G;\n"
+         "                      each session counts id + data + 64 (default 1G, least 64K)\n"
+         "                      When full, the sessions nearest to expiry are evicted.\n"
+         "  -progress N         print a statistics line to stderr every N operations\n"
+         "  -stats FILE         keep FILE holding the current statistics line\n"
+         "  -stats-interval MS  rewrite the -stats FILE every MS milliseconds (default 1000)\n"
+         "  -killable           also exit cleanly on SIGUSR1 or SIGUSR2\n" +
+         std::string(ev::process_usage()) +
+         "  -h, -help, -?       show this help\n"
          "SIGTERM and SIGINT exit cleanly (UNIX socket files are removed);\n"
          "SIGHUP prints the statistics line to stderr and rewrites the -stats file.\n";
 }
@@ -67,42 +59,8 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
         return false;
       }
       o.listen.push_back(a);
-    } else if (flag == "-daemon") {
-      o.daemon = true;
     } else if (flag == "-killable") {
       o.killable = true;
-    } else if (flag == "-pidfile") {
-      if (!value(o.pidfile)) return false;
-      if (o.pidfile.empty()) {
-        err = "-pidfile: empty path";
-        return false;
-      }
-    } else if (flag == "-user") {
-      if (!value(o.user)) return false;
-      if (!getpwnam(o.user.c_str())) {
-        err = "-user: no such user \"" + o.user + "\"";
-        return false;
-      }
-    } else if (flag == "-sockowner") {
-      if (!value(o.sockowner)) return false;
-      if (!getpwnam(o.sockowner.c_str())) {
-        err = "-sockowner: no such user \"" + o.sockowner + "\"";
-        return false;
-      }
-    } else if (flag == "-sockgroup") {
-      if (!value(o.sockgroup)) return false;
-      if (!getgrnam(o.sockgroup.c_str())) {
-        err = "-sockgroup: no such group \"" + o.sockgroup + "\"";
-        return false;
-      }
-    } else if (flag == "-sockperms") {
-      if (!value(v)) return false;
-      int p = 0;
-      if (!ev::parse_mode(v, p)) {
-        err = "-sockperms: \"" + v + "\" is not an octal mode (e.g. 0660)";
-        return false;
-      }
-      o.sockperms = p;
     } else if (flag == "-sessions") {
       if (!value(v)) return false;
       uint64_t n = 0;
@@ -146,8 +104,12 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
       }
       o.stats_interval_ms = int64_t(n);
     } else {
-      err = "unknown flag \"" + std::string(argv[i]) + "\"";
-      return false;
+      ev::FlagParse r = ev::parse_process_flag(flag, value, o.proc, err);
+      if (r == ev::FlagParse::error) return false;
+      if (r == ev::FlagParse::not_mine) {
+        err = "unknown flag \"" + std::string(argv[i]) + "\"";
+        return false;
+      }
     }
   }
   if (o.listen.empty()) {

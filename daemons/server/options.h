@@ -10,17 +10,13 @@
 #include <vector>
 
 #include "addr.h"
+#include "ev/daemon_util.h"
 
 namespace dc::server {
 
 struct Options {
   std::vector<Address> listen;  // at least one
-  bool daemon = false;
-  std::string pidfile;
-  std::string user;
-  std::string sockowner;
-  std::string sockgroup;
-  int sockperms = -1;
+  ev::ProcessOptions proc;  // -daemon, -pidfile, -user, -sock*
   size_t sessions = 1000000;         // -sessions
   size_t memory = size_t(1) << 30;   // -memory (charged bytes, see Store::cost)
   uint64_t progress = 0;             // -progress: 0 = off
