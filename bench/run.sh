@@ -13,7 +13,9 @@
 #   (f) TLS: resumed handshakes/s, two nginx through the shim vs one nginx with
 #       its own shared cache; cross-instance resumption rate of each (dc_swamp)
 #
-# Usage: bench/run.sh [-d SECONDS] [-o RESULTS_FILE] [-only a,b,c,d,e,f] [-h]
+# Usage: bench/run.sh [-d SECONDS] [-r ROUNDS] [-o RESULTS_FILE] [-only a,b,c,d,e,f] [-h]
+# -r: run every measurement ROUNDS times (default 1) and keep the best
+# throughput, the worst acceptance rate and the largest RSS of the rounds.
 # Environment: CPU_SERVER (default 0) and CPU_CLIENT (default 1) pin the
 # daemons and the load generators with taskset; CPU_AGENT (default: same as
 # CPU_SERVER); REDIS_N_LOCKSTEP / REDIS_N_PIPELINED (requests per redis test,
@@ -25,12 +27,14 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 DUR=10
+ROUNDS=1
 RESULTS=""
 ONLY="a,b,c,d,e,f"
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     -d) DUR=${2:?-d needs seconds}; shift 2 ;;
+    -r) ROUNDS=${2:?-r needs a number}; shift 2 ;;
     -o) RESULTS=${2:?-o needs a file}; shift 2 ;;
     -only) ONLY=${2:?-only needs a list}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -145,10 +149,20 @@ start_server() {  # name extra-args...
 }
 
 failed=0
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 have_server=0; [ -x "$SERVER" ] && have_server=1
 have_agent=0; [ -x "$AGENT" ] && have_agent=1
 [ $have_server -eq 1 ] || log "no dc_server in $BUILD: (a) (b) (d) (e) (f) skipped"
 
+# Each measurement runs -r times (rounds of the whole set, so both sides of
+# every ratio get the same chances on a shared machine); throughputs keep
+# the best round, acceptance rates the worst, memory the largest.
+best() { R[$1]=$(awk -v a="${R[$1]:-}" -v b="$2" 'BEGIN { if (b == "" || (a != "" && a + 0 >= b + 0)) print a; else print b }'); }
+worst() { R[$1]=$(awk -v a="${R[$1]:-}" -v b="$2" 'BEGIN { if (b == "" || (a != "" && a + 0 <= b + 0)) print a; else print b }'); }
+most() { best "$@"; }
+last() { [ -z "$2" ] || R[$1]=$2; }
+
+measure() {
 # ---- (a) dc_server direct, and (b) through the agent ----
 common=(-conns $CONNS -mix 10,90,0,0 -datasize $SIZE -keys $KEYS -duration "$DUR")
 if [ $have_server -eq 1 ] && { want a || want b; }; then
@@ -157,9 +171,9 @@ if [ $have_server -eq 1 ] && { want a || want b; }; then
   if want a; then
     j=$(dcb a_prefill -connect "UNIX:$work/srv_a.sock" -conns $CONNS -datasize $SIZE -keys $KEYS -prefill -ops 0 -depth 64)
     j=$(dcb a_lockstep -connect "UNIX:$work/srv_a.sock" "${common[@]}" -depth 1)
-    R[a1]=$(jnum "$j" ops_per_sec); R[a1_p99]=$(jnum "$j" p99)
+    best a1 "$(jnum "$j" ops_per_sec)"; last a1_p99 "$(jnum "$j" p99)"
     j=$(dcb a_pipelined -connect "UNIX:$work/srv_a.sock" "${common[@]}" -depth $DEPTH)
-    R[a16]=$(jnum "$j" ops_per_sec); R[a16_p99]=$(jnum "$j" p99)
+    best a16 "$(jnum "$j" ops_per_sec)"; last a16_p99 "$(jnum "$j" p99)"
   fi
   if want b; then
     if [ $have_agent -eq 1 ]; then
@@ -167,9 +181,9 @@ if [ $have_server -eq 1 ] && { want a || want b; }; then
       agent_b=$last_pid
       wait_sock "$work/agent_b.sock"
       j=$(dcb b_lockstep -connect "UNIX:$work/agent_b.sock" "${common[@]}" -depth 1 -prefill)
-      R[b1]=$(jnum "$j" ops_per_sec); R[b1_p99]=$(jnum "$j" p99)
+      best b1 "$(jnum "$j" ops_per_sec)"; last b1_p99 "$(jnum "$j" p99)"
       j=$(dcb b_pipelined -connect "UNIX:$work/agent_b.sock" "${common[@]}" -depth $DEPTH)
-      R[b16]=$(jnum "$j" ops_per_sec); R[b16_p99]=$(jnum "$j" p99)
+      best b16 "$(jnum "$j" ops_per_sec)"; last b16_p99 "$(jnum "$j" p99)"
       stop "$agent_b"
     else
       log "no dc_client in $BUILD: (b) skipped"; failed=1
@@ -192,8 +206,8 @@ if want c; then
       out=$(taskset -c "$CPU_CLIENT" redis-benchmark -s "$work/redis.sock" -c $CONNS -P "$p" \
         -d $SIZE -r $KEYS -n "$n" -t set,get --csv 2>>"$work/redis-bench.err")
       echo "$out" >>"$work/redis.csv"
-      R[c${p}_set]=$(awk -F'"' '$2 == "SET" { print $4 }' <<<"$out")
-      R[c${p}_get]=$(awk -F'"' '$2 == "GET" { print $4 }' <<<"$out")
+      best c${p}_set "$(awk -F'"' '$2 == "SET" { print $4 }' <<<"$out")"
+      best c${p}_get "$(awk -F'"' '$2 == "GET" { print $4 }' <<<"$out")"
     done
     stop "$redis_pid"
   else
@@ -205,13 +219,13 @@ fi
 if [ $have_server -eq 1 ] && { want d || want e; }; then
   start_server srv_d -sessions 1000000
   srv_d=$server_pid
-  R[d_empty]=$(rss_mb "$srv_d")
+  last d_empty "$(rss_mb "$srv_d")"
   j=$(dcb d_prefill -connect "UNIX:$work/srv_d.sock" -conns $CONNS -depth 64 -datasize $SIZE -keys 1000000 -prefill -ops 0)
-  R[d_added]=$(grep -o '"prefill":{"ops":[0-9]*' <<<"$j" | cut -d: -f3)
-  R[d]=$(rss_mb "$srv_d")
+  last d_added "$(grep -o '"prefill":{"ops":[0-9]*' <<<"$j" | cut -d: -f3)"
+  most d "$(rss_mb "$srv_d")"
   if want e; then
     j=$(dcb e_1m -connect "UNIX:$work/srv_d.sock" -conns $CONNS -depth $DEPTH -mix 0,100,0,0 -datasize $SIZE -keys 1000000 -duration "$DUR")
-    R[e_1m]=$(jnum "$j" ops_per_sec); R[e_1m_hits]=$(jnum "$j" hits)
+    best e_1m "$(jnum "$j" ops_per_sec)"; last e_1m_hits "$(jnum "$j" hits)"
   fi
   stop "$srv_d"
   if want e; then
@@ -219,7 +233,7 @@ if [ $have_server -eq 1 ] && { want d || want e; }; then
     srv_e=$server_pid
     dcb e_prefill -connect "UNIX:$work/srv_e.sock" -conns $CONNS -depth 64 -datasize $SIZE -keys 10000 -prefill -ops 0 >/dev/null
     j=$(dcb e_10k -connect "UNIX:$work/srv_e.sock" -conns $CONNS -depth $DEPTH -mix 0,100,0,0 -datasize $SIZE -keys 10000 -duration "$DUR")
-    R[e_10k]=$(jnum "$j" ops_per_sec); R[e_10k_hits]=$(jnum "$j" hits)
+    best e_10k "$(jnum "$j" ops_per_sec)"; last e_10k_hits "$(jnum "$j" hits)"
     stop "$srv_e"
   fi
 fi
@@ -293,15 +307,21 @@ if want f; then
     start_nginx own2 "$p4" "ssl_session_cache shared:SSL:10m;"; n4=$nginx_pid
     for v in $TLS_VERSIONS; do
       j=$(swamp "shim-$v" -tls "$v" -resume 1 -connect "127.0.0.1:$p1" -connect "127.0.0.1:$p2")
-      R[f_shim_$v]=$(jnum "$j" resumed_per_sec); R[f_shim_rate_$v]=$(jnum "$j" resume_accept_rate)
+      best f_shim_$v "$(jnum "$j" resumed_per_sec)"; worst f_shim_rate_$v "$(jnum "$j" resume_accept_rate)"
       j=$(swamp "own-$v" -tls "$v" -resume 1 -connect "127.0.0.1:$p3")
-      R[f_own_$v]=$(jnum "$j" resumed_per_sec); R[f_own_rate_$v]=$(jnum "$j" resume_accept_rate)
+      best f_own_$v "$(jnum "$j" resumed_per_sec)"; worst f_own_rate_$v "$(jnum "$j" resume_accept_rate)"
       j=$(swamp "own-cross-$v" -tls "$v" -resume 1 -connect "127.0.0.1:$p3" -connect "127.0.0.1:$p4")
-      R[f_owncross_rate_$v]=$(jnum "$j" resume_accept_rate)
+      worst f_owncross_rate_$v "$(jnum "$j" resume_accept_rate)"
     done
     for p in $n1 $n2 $n3 $n4 $agent_f $srv_f; do stop "$p"; done
   fi
 fi
+
+}
+for round in $(seq "$ROUNDS"); do
+  [ "$ROUNDS" -gt 1 ] && log "round $round of $ROUNDS"
+  measure
+done
 
 # ---- results ----
 pct() { awk -v a="$1" 'BEGIN { if (a == "") print "n/a"; else printf "%.2f%%", a * 100 }'; }
@@ -334,7 +354,8 @@ fi
 {
   echo
   echo "distcache benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(uname -srm), $(nproc) CPUs: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
-  echo "duration ${DUR}s per run; daemons on CPU $CPU_SERVER (agent $CPU_AGENT), load generators on CPU $CPU_CLIENT; build $BUILD (release)"
+  echo "duration ${DUR}s per run, best of $ROUNDS round(s); load average before: $load0, after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "daemons on CPU $CPU_SERVER (agent $CPU_AGENT), load generators on CPU $CPU_CLIENT; build $BUILD (release)"
   printf '%-58s | %-44s | %-9s | %s\n' "measurement" "result" "target" "verdict"
   printf '%s\n' "$(printf '%.0s-' $(seq 125))"
   for r in "${rows[@]}"; do

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace dc::ev {
@@ -151,7 +152,29 @@ void Connection::on_readable() {
   in_off_ = 0;
 }
 
+size_t Connection::look_ahead(proto::Bytes in) {
+  constexpr size_t kMaxAhead = 64;
+  proto::Message batch[kMaxAhead];
+  size_t n = 0, max = std::min(opt_.lookahead, kMaxAhead);
+  // A decoder of its own, so dec_ is untouched; only messages returned in
+  // place (one whole frame) are announced, so nothing is copied and the
+  // decoder never allocates (a partial or multi-frame message ends the run
+  // before a frame of it is taken).
+  proto::Decoder la;
+  while (n < max && in.size() >= proto::kHeaderSize) {
+    size_t len = proto::get_u16(in.data() + 12);
+    if (in[11] != 1 || in.size() < proto::kHeaderSize + len) break;
+    proto::DecodeResult r = la.decode(in, batch[n]);
+    if (r.status != proto::DecodeStatus::message) break;
+    in = in.subspan(r.consumed);
+    ++n;
+  }
+  if (n > 1) handler_->prefetch(*this, std::span<const proto::Message>(batch, n));
+  return std::max<size_t>(n, 1);
+}
+
 size_t Connection::consume(proto::Bytes in) {
+  size_t ahead = 0;  // messages at the front of `in` already announced
   while (!in.empty()) {
     if (draining_) return 0;  // nothing more is read once closing
     if (opt_.backpressure && pending_output() >= opt_.out_high) {
@@ -159,8 +182,10 @@ size_t Connection::consume(proto::Bytes in) {
       set_reading(false);
       return in.size();
     }
+    if (opt_.lookahead && ahead == 0 && dec_.idle()) ahead = look_ahead(in);
     proto::Message m;
     proto::DecodeResult r = dec_.decode(in, m);
+    if (ahead) --ahead;
     in = in.subspan(r.consumed);
     if (r.status == proto::DecodeStatus::corrupt) {
       // Best effort: answers to the requests before the bad bytes go out.

@@ -58,6 +58,16 @@ class Handler {
   // `c` is closed (fd gone). Called once, from the loop. The handler may
   // destroy `c` here.
   virtual void on_close(Connection& c, CloseReason why) = 0;
+  // A hint, only with ConnectionOptions::lookahead: `ms` are the next
+  // messages of `c` in order, each to be handed to on_message soon (unless
+  // the connection closes or pauses first). A handler may start fetching
+  // what they will need (a server: its index slots and sessions, so the
+  // cache misses of a batch overlap instead of coming one after another).
+  // Payloads are valid only during this call. It must not send or close.
+  virtual void prefetch(Connection& c, std::span<const proto::Message> ms) {
+    (void)c;
+    (void)ms;
+  }
 };
 
 struct ConnectionOptions {
@@ -70,6 +80,9 @@ struct ConnectionOptions {
   bool backpressure = true;
   size_t out_high = 256 * 1024;
   size_t out_low = 64 * 1024;
+  // When non-zero, input is looked ahead by up to this many whole messages
+  // at a time and announced to Handler::prefetch before they are handled.
+  size_t lookahead = 0;
 };
 
 class Connection {
@@ -119,6 +132,9 @@ class Connection {
   // Decodes `in` and dispatches messages until done, closed or paused;
   // returns how many bytes of `in` were not consumed (held back).
   size_t consume(proto::Bytes in);
+  // Announces the whole single-frame messages at the front of `in` (at
+  // most opt_.lookahead) to Handler::prefetch; returns how many, at least 1.
+  size_t look_ahead(proto::Bytes in);
   void resume_input();
   void queued();
   void set_reading(bool on);

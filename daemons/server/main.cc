@@ -4,6 +4,7 @@
 // handlers; on SIGTERM/SIGINT (and SIGUSR1/SIGUSR2 with -killable) it stops
 // the loop, removes its UNIX socket files and pidfile, and exits 0.
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -54,6 +55,11 @@ int main(int argc, char** argv) {
   std::vector<dc::ev::OpenedListener> opened;
   std::string pidfile;
   if (!dc::ev::start_daemon("dc_server", opt.listen, opt.proc, opened, pidfile)) return 1;
+
+  // The session heap grows in 32 MB steps, so the store can ask for huge
+  // pages on each new step before it is touched (see advise_heap() in
+  // store.cc). Untouched, the pad costs no resident memory.
+  mallopt(M_TOP_PAD, 32 << 20);
 
   int status = 0;
   {

@@ -48,6 +48,7 @@ class Server : public ev::Handler {
   size_t connections() const { return conns_.size(); }
 
   void on_message(ev::Connection& c, const proto::Message& m) override;
+  void prefetch(ev::Connection& c, std::span<const proto::Message> ms) override;
   void on_close(ev::Connection& c, ev::CloseReason why) override;
 
  private:
