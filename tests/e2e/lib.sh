@@ -158,8 +158,9 @@ e2e_start_nginx() {
     port=$(e2e_free_port)
     e2e_nginx_conf "$name" "$port" "$cert" "$extra"
     rm -f "$d/nginx.pid"
+    # stderr.log holds this attempt only: tests count the shim's lines in it.
     env "$@" nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" \
-      -g "daemon off; pid $d/nginx.pid; error_log $d/error.log info;" >>"$d/stderr.log" 2>&1 &
+      -g "daemon off; pid $d/nginx.pid; error_log $d/error.log info;" >"$d/stderr.log" 2>&1 &
     pid=$!
     E2E_PIDS+=("$pid")  # at once: an interruption now must stop it too
     # nginx writes its pidfile once its listening sockets are open.
