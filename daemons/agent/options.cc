@@ -41,22 +41,13 @@ std::string usage() {
 }
 
 bool parse_options(int argc, char** argv, Options& o, std::string& err) {
-  for (int i = 1; i < argc; ++i) {
-    std::string flag = argv[i];
-    // Accept --flag for -flag: people type both.
-    if (flag.size() > 2 && flag[0] == '-' && flag[1] == '-') flag.erase(0, 1);
-    auto value = [&](std::string& v) {
-      if (i + 1 >= argc) {
-        err = flag + ": missing value";
-        return false;
-      }
-      v = argv[++i];
-      return true;
-    };
+  ev::FlagReader args(argc, argv, err);
+  while (args.next()) {
+    const std::string& flag = args.flag();
     // A number of milliseconds in [min, kMaxMs].
     auto millis = [&](int64_t& out, uint64_t min) {
       std::string v;
-      if (!value(v)) return false;
+      if (!args.value(v)) return false;
       uint64_t n = 0;
       if (!ev::parse_uint(v, kMaxMs, n) || n < min) {
         err = flag + ": \"" + v + "\" is not a number of milliseconds from " + std::to_string(min) +
@@ -68,7 +59,7 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
     };
     auto count = [&](size_t& out) {
       std::string v;
-      if (!value(v)) return false;
+      if (!args.value(v)) return false;
       uint64_t n = 0;
       if (!ev::parse_uint(v, 100000000, n) || n == 0) {
         err = flag + ": \"" + v + "\" is not a number from 1 to 100000000";
@@ -78,20 +69,13 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
       return true;
     };
     std::string v;
-    if (flag == "-h" || flag == "-help" || flag == "-?") {
+    if (args.is_help()) {
       o.help = true;
       return true;
     } else if (flag == "-listen") {
-      if (!value(v)) return false;
-      Address a;
-      std::string why;
-      if (!parse_address(v, a, why)) {
-        err = "-listen: " + why;
-        return false;
-      }
-      o.listen.push_back(a);
+      if (!args.listen(o.listen)) return false;
     } else if (flag == "-server" || flag == "-connect") {
-      if (!value(v)) return false;
+      if (!args.value(v)) return false;
       std::string why;
       if (!parse_address(v, o.server, why)) {
         err = flag + ": " + why;
@@ -109,19 +93,14 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
     } else if (flag == "-clientpending") {
       if (!count(o.client_pending)) return false;
     } else if (flag == "-maxout") {
-      if (!value(v)) return false;
+      if (!args.value(v)) return false;
       if (!ev::parse_size(v, o.max_out) || o.max_out < kMinOut) {
         err = "-maxout: \"" + v +
               "\" is not a size of at least 4K (a number with an optional K, M or G)";
         return false;
       }
-    } else {
-      ev::FlagParse r = ev::parse_process_flag(flag, value, o.proc, err);
-      if (r == ev::FlagParse::error) return false;
-      if (r == ev::FlagParse::not_mine) {
-        err = "unknown flag \"" + std::string(argv[i]) + "\"";
-        return false;
-      }
+    } else if (!args.process_flag(o.proc)) {
+      return false;
     }
   }
   if (!o.have_server) {

@@ -123,6 +123,44 @@ const char* process_usage() {
          "  -sockperms OCTAL    permissions of UNIX sockets, e.g. 0660\n";
 }
 
+bool FlagReader::next() {
+  if (++i_ >= argc_) return false;
+  typed_ = argv_[i_];
+  flag_ = typed_;
+  // Accept --flag for -flag: people type both.
+  if (flag_.size() > 2 && flag_[0] == '-' && flag_[1] == '-') flag_.erase(0, 1);
+  return true;
+}
+
+bool FlagReader::value(std::string& v) {
+  if (i_ + 1 >= argc_) {
+    err_ = flag_ + ": missing value";
+    return false;
+  }
+  v = argv_[++i_];
+  return true;
+}
+
+bool FlagReader::listen(std::vector<Address>& out) {
+  std::string v;
+  if (!value(v)) return false;
+  Address a;
+  std::string why;
+  if (!parse_address(v, a, why)) {
+    err_ = "-listen: " + why;
+    return false;
+  }
+  out.push_back(a);
+  return true;
+}
+
+bool FlagReader::process_flag(ProcessOptions& o) {
+  auto value_fn = [this](std::string& v) { return value(v); };
+  FlagParse r = parse_process_flag(flag_, value_fn, o, err_);
+  if (r == FlagParse::not_mine) err_ = "unknown flag \"" + std::string(typed_) + "\"";
+  return r == FlagParse::ok;
+}
+
 bool start_daemon(const char* name, const std::vector<Address>& listen, const ProcessOptions& p,
                   std::vector<OpenedListener>& out, std::string& pidfile) {
   std::string err;

@@ -1,8 +1,8 @@
 // Process chores every daemon of this project does the same way, kept apart
-// from any one daemon so that none copies another: strict number parsing for
-// flags, making paths absolute before -daemon changes directory, writing a
-// pidfile atomically, detaching, and dropping privileges. Nothing here knows
-// the protocol or the event loop.
+// from any one daemon so that none copies another: reading the command line
+// (strict number parsing, the flags they share), making paths absolute before
+// -daemon changes directory, writing a pidfile atomically, detaching, and
+// dropping privileges. Nothing here knows the protocol or the event loop.
 #pragma once
 
 #include <cstddef>
@@ -66,6 +66,44 @@ enum class FlagParse { not_mine, ok, error };
 template <typename ValueFn>
 FlagParse parse_process_flag(const std::string& flag, ValueFn&& value, ProcessOptions& o,
                              std::string& err);
+
+// Walks a daemon's command line one flag at a time, with the parts every
+// daemon reads the same way: "--flag" is taken for "-flag", a flag's value
+// is the next argument, the help flags, -listen ADDR, the process flags and
+// the unknown-flag message. Every method that can fail sets the `err` given
+// to the constructor to one line naming the flag and returns false.
+// A daemon's loop: while (args.next()) test is_help(), then flag() against
+// "-listen" (listen()) and its own flags (value()), and give any other flag
+// to process_flag().
+class FlagReader {
+ public:
+  FlagReader(int argc, char** argv, std::string& err) : argc_(argc), argv_(argv), err_(err) {}
+
+  // Moves to the next flag; false when the arguments are used up.
+  bool next();
+  // The current flag, with a leading "--" already made "-".
+  const std::string& flag() const { return flag_; }
+  // True when the current flag asks for the usage: -h, -help or -?.
+  bool is_help() const { return flag_ == "-h" || flag_ == "-help" || flag_ == "-?"; }
+  // Takes the next argument as the current flag's value; false ("FLAG:
+  // missing value") when there is none.
+  bool value(std::string& v);
+  // The -listen flag: takes an address and appends it to `out`; false
+  // ("-listen: why") when the value is missing or not an address.
+  bool listen(std::vector<Address>& out);
+  // For a flag the daemon does not know itself: reads it as one of the
+  // ProcessOptions flags (parse_process_flag). False when its value is bad,
+  // or with "unknown flag "ARG"" (as typed) when it is none of them.
+  bool process_flag(ProcessOptions& o);
+
+ private:
+  int argc_;
+  char** argv_;
+  int i_ = 0;  // index in argv_ of the current flag, or of its last value once taken
+  const char* typed_ = nullptr;  // the current flag as typed
+  std::string flag_;
+  std::string& err_;
+};
 
 // A listening socket opened before detaching; UNIX paths made absolute so
 // they can be removed after -daemon's chdir("/").

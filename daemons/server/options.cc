@@ -34,35 +34,19 @@ std::string usage() {
 }
 
 bool parse_options(int argc, char** argv, Options& o, std::string& err) {
-  for (int i = 1; i < argc; ++i) {
-    std::string flag = argv[i];
-    // Accept --flag for -flag: people type both.
-    if (flag.size() > 2 && flag[0] == '-' && flag[1] == '-') flag.erase(0, 1);
-    auto value = [&](std::string& v) {
-      if (i + 1 >= argc) {
-        err = flag + ": missing value";
-        return false;
-      }
-      v = argv[++i];
-      return true;
-    };
+  ev::FlagReader args(argc, argv, err);
+  while (args.next()) {
+    const std::string& flag = args.flag();
     std::string v;
-    if (flag == "-h" || flag == "-help" || flag == "-?") {
+    if (args.is_help()) {
       o.help = true;
       return true;
     } else if (flag == "-listen") {
-      if (!value(v)) return false;
-      Address a;
-      std::string why;
-      if (!parse_address(v, a, why)) {
-        err = "-listen: " + why;
-        return false;
-      }
-      o.listen.push_back(a);
+      if (!args.listen(o.listen)) return false;
     } else if (flag == "-killable") {
       o.killable = true;
     } else if (flag == "-sessions") {
-      if (!value(v)) return false;
+      if (!args.value(v)) return false;
       uint64_t n = 0;
       if (!ev::parse_uint(v, kMaxSessions, n) || n == 0) {
         err = "-sessions: \"" + v + "\" is not a number from 1 to " + std::to_string(kMaxSessions);
@@ -70,7 +54,7 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
       }
       o.sessions = size_t(n);
     } else if (flag == "-memory") {
-      if (!value(v)) return false;
+      if (!args.value(v)) return false;
       size_t n = 0;
       if (!ev::parse_size(v, n)) {
         err = "-memory: \"" + v + "\" is not a size (a number with an optional K, M or G)";
@@ -82,7 +66,7 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
       }
       o.memory = n;
     } else if (flag == "-progress") {
-      if (!value(v)) return false;
+      if (!args.value(v)) return false;
       uint64_t n = 0;
       if (!ev::parse_uint(v, std::numeric_limits<uint32_t>::max(), n) || n == 0) {
         err = "-progress: \"" + v + "\" is not a number of operations from 1 to 4294967295";
@@ -90,26 +74,21 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
       }
       o.progress = n;
     } else if (flag == "-stats") {
-      if (!value(o.stats_file)) return false;
+      if (!args.value(o.stats_file)) return false;
       if (o.stats_file.empty()) {
         err = "-stats: empty path";
         return false;
       }
     } else if (flag == "-stats-interval") {
-      if (!value(v)) return false;
+      if (!args.value(v)) return false;
       uint64_t n = 0;
       if (!ev::parse_uint(v, 86400000, n) || n < 10) {
         err = "-stats-interval: \"" + v + "\" is not a number of milliseconds from 10 to 86400000";
         return false;
       }
       o.stats_interval_ms = int64_t(n);
-    } else {
-      ev::FlagParse r = ev::parse_process_flag(flag, value, o.proc, err);
-      if (r == ev::FlagParse::error) return false;
-      if (r == ev::FlagParse::not_mine) {
-        err = "unknown flag \"" + std::string(argv[i]) + "\"";
-        return false;
-      }
+    } else if (!args.process_flag(o.proc)) {
+      return false;
     }
   }
   if (o.listen.empty()) {
