@@ -265,6 +265,7 @@ void Agent::connect_now() {
     }
     ev::ConnectionOptions opt;
     opt.backpressure = false;  // always read answers: see kUpstreamOutMax
+    opt.flush_last = true;
     up_ = std::make_unique<ev::Connection>(loop_, std::move(fd), up_handler_, opt);
     ++stats_.connects;
     // Logged once per outage: a stalled server accepts connections that

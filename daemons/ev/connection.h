@@ -83,6 +83,10 @@ struct ConnectionOptions {
   // When non-zero, input is looked ahead by up to this many whole messages
   // at a time and announced to Handler::prefetch before they are handled.
   size_t lookahead = 0;
+  // Flushed after every other connection of the same wake-up. For an
+  // agent's upstream: the peer it wakes then finds a whole batch, and the
+  // wake-up does not preempt the answers still to be written to clients.
+  bool flush_last = false;
 };
 
 class Connection {

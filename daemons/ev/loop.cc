@@ -59,7 +59,7 @@ int64_t Loop::now_ms() {
 void Loop::want_flush(Connection* c) {
   if (c->in_flush_list_) return;
   c->in_flush_list_ = true;
-  flush_.push_back(c);
+  (c->opt_.flush_last ? flush_last_ : flush_).push_back(c);
 }
 
 void Loop::want_close_notice(Connection* c) {
@@ -69,7 +69,10 @@ void Loop::want_close_notice(Connection* c) {
 }
 
 void Loop::forget(Connection* c) {
-  if (c->in_flush_list_) null_out(flush_, c);
+  if (c->in_flush_list_) {
+    null_out(flush_, c);
+    null_out(flush_last_, c);
+  }
   if (c->in_close_list_) null_out(closed_, c);
   c->in_flush_list_ = c->in_close_list_ = false;
 }
@@ -84,15 +87,19 @@ void Loop::on_prepare(struct ev_loop*, ev_prepare* w, int) {
 // Entries are taken one at a time from the front of the lists so that
 // forget() (a Connection destroyed by a handler) can null out any of them.
 void Loop::run_pending() {
-  while (!flush_.empty() || !closed_.empty()) {
-    for (size_t i = 0; i < flush_.size(); ++i) {
-      Connection* c = flush_[i];
+  auto flush_all = [](std::vector<Connection*>& list) {
+    for (size_t i = 0; i < list.size(); ++i) {
+      Connection* c = list[i];
       if (!c) continue;
-      flush_[i] = nullptr;
+      list[i] = nullptr;
       c->in_flush_list_ = false;
       c->flush();
     }
-    flush_.clear();
+    list.clear();
+  };
+  while (!flush_.empty() || !flush_last_.empty() || !closed_.empty()) {
+    flush_all(flush_);
+    if (flush_.empty()) flush_all(flush_last_);
     for (size_t i = 0; i < closed_.size(); ++i) {
       Connection* c = closed_[i];
       if (!c) continue;

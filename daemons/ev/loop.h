@@ -62,6 +62,7 @@ class Loop {
   struct ev_loop* loop_ = nullptr;
   ev_prepare prepare_{};
   std::vector<Connection*> flush_;
+  std::vector<Connection*> flush_last_;  // ConnectionOptions::flush_last
   std::vector<Connection*> closed_;
   std::vector<uint8_t> scratch_;
   int64_t now_ = 0;
