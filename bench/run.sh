@@ -13,9 +13,13 @@
 #   (f) TLS: resumed handshakes/s, two nginx through the shim vs one nginx with
 #       its own shared cache; cross-instance resumption rate of each (dc_swamp)
 #
-# Usage: bench/run.sh [-d SECONDS] [-r ROUNDS] [-o RESULTS_FILE] [-only a,b,c,d,e,f] [-h]
+# Usage: bench/run.sh [-d SECONDS] [-r ROUNDS] [-o RESULTS_FILE] [-only a,b,c,d,e,f] [-lowlat] [-h]
 # -r: run every measurement ROUNDS times (default 1) and keep the best
 # throughput, the worst acceptance rate and the largest RSS of the rounds.
+# -lowlat: hold /dev/cpu_dma_latency at 0 for the run (needs root), so idle
+# CPUs poll instead of halting, as a latency-tuned host does (tuned's
+# latency-performance profile); on a virtual machine, waking a halted vCPU
+# costs tens of microseconds. Both sides of every ratio run under it.
 # Environment: CPU_SERVER (default 0) and CPU_CLIENT (default 1) pin the
 # daemons and the load generators with taskset; CPU_AGENT (default: same as
 # CPU_SERVER); REDIS_N_LOCKSTEP / REDIS_N_PIPELINED (requests per redis test,
@@ -30,6 +34,7 @@ DUR=10
 ROUNDS=1
 RESULTS=""
 ONLY="a,b,c,d,e,f"
+LOWLAT=0
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,6 +42,7 @@ while [ $# -gt 0 ]; do
     -r) ROUNDS=${2:?-r needs a number}; shift 2 ;;
     -o) RESULTS=${2:?-o needs a file}; shift 2 ;;
     -only) ONLY=${2:?-only needs a list}; shift 2 ;;
+    -lowlat) LOWLAT=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench/run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -147,6 +153,15 @@ start_server() {  # name extra-args...
   server_pid=$last_pid
   wait_sock "$work/$name.sock"
 }
+
+# -lowlat: the request holds while the file stays open (PM QoS).
+idle_mode="idle CPUs halt (default)"
+if [ "$LOWLAT" -eq 1 ]; then
+  exec 9>/dev/cpu_dma_latency 2>/dev/null \
+    || die "-lowlat: cannot open /dev/cpu_dma_latency (run as root, or drop -lowlat)"
+  printf '\x00\x00\x00\x00' >&9 || die "-lowlat: cannot write /dev/cpu_dma_latency"
+  idle_mode="-lowlat: /dev/cpu_dma_latency held at 0 (idle CPUs poll)"
+fi
 
 failed=0
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -308,6 +323,10 @@ if want f; then
     for v in $TLS_VERSIONS; do
       j=$(swamp "shim-$v" -tls "$v" -resume 1 -connect "127.0.0.1:$p1" -connect "127.0.0.1:$p2")
       best f_shim_$v "$(jnum "$j" resumed_per_sec)"; worst f_shim_rate_$v "$(jnum "$j" resume_accept_rate)"
+      # The same topology on both sides: one nginx, whose every resumption
+      # goes through the cache (a GET round trip to the agent and server).
+      j=$(swamp "shim-one-$v" -tls "$v" -resume 1 -connect "127.0.0.1:$p1")
+      best f_shim1_$v "$(jnum "$j" resumed_per_sec)"; worst f_shim1_rate_$v "$(jnum "$j" resume_accept_rate)"
       j=$(swamp "own-$v" -tls "$v" -resume 1 -connect "127.0.0.1:$p3")
       best f_own_$v "$(jnum "$j" resumed_per_sec)"; worst f_own_rate_$v "$(jnum "$j" resume_accept_rate)"
       j=$(swamp "own-cross-$v" -tls "$v" -resume 1 -connect "127.0.0.1:$p3" -connect "127.0.0.1:$p4")
@@ -347,6 +366,8 @@ if want f; then
     row "(f) TLS $v cross-instance resumption, shim" "$(pct "$rate")" ">= 99%" "$(verdict "$rate" ">=" 0.99)"
     r=$(ratio "${R[f_shim_$v]:-}" "${R[f_own_$v]:-}")
     row "(f) TLS $v resumed/s, shim (2 nginx) vs own cache (1 nginx)" "$(num "${R[f_shim_$v]:-}") vs $(num "${R[f_own_$v]:-}") = ${r}x" ">= 0.9x" "$(verdict "$r" ">=" 0.9)"
+    r=$(ratio "${R[f_shim1_$v]:-}" "${R[f_own_$v]:-}")
+    row "(f) TLS $v resumed/s, shim (1 nginx) vs own cache (1 nginx)" "$(num "${R[f_shim1_$v]:-}") vs $(num "${R[f_own_$v]:-}") = ${r}x ($(pct "${R[f_shim1_rate_$v]:-}") resumed)" "-" "-"
     row "(f) TLS $v cross-instance resumption, own caches" "$(pct "${R[f_owncross_rate_$v]:-}") (same instance: $(pct "${R[f_own_rate_$v]:-}"))" "-" "-"
   done
 fi
@@ -355,12 +376,12 @@ fi
   echo
   echo "distcache benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(uname -srm), $(nproc) CPUs: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
   echo "duration ${DUR}s per run, best of $ROUNDS round(s); load average before: $load0, after: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "daemons on CPU $CPU_SERVER (agent $CPU_AGENT), load generators on CPU $CPU_CLIENT; build $BUILD (release)"
-  printf '%-58s | %-44s | %-9s | %s\n' "measurement" "result" "target" "verdict"
-  printf '%s\n' "$(printf '%.0s-' $(seq 125))"
+  echo "daemons on CPU $CPU_SERVER (agent $CPU_AGENT), load generators on CPU $CPU_CLIENT; build $BUILD (release); $idle_mode"
+  printf '%-62s | %-46s | %-9s | %s\n' "measurement" "result" "target" "verdict"
+  printf '%s\n' "$(printf '%.0s-' $(seq 131))"
   for r in "${rows[@]}"; do
     IFS='|' read -r a b c d <<<"$r"
-    printf '%-58s | %-44s | %-9s | %s\n' "$a" "$b" "$c" "$d"
+    printf '%-62s | %-46s | %-9s | %s\n' "$a" "$b" "$c" "$d"
   done
 } | tee ${RESULTS:+"$RESULTS"}
 if [ -n "$RESULTS" ]; then
