@@ -157,7 +157,7 @@ start_server() {  # name extra-args...
 # -lowlat: the request holds while the file stays open (PM QoS).
 idle_mode="idle CPUs halt (default)"
 if [ "$LOWLAT" -eq 1 ]; then
-  exec 9>/dev/cpu_dma_latency 2>/dev/null \
+  { exec 9>/dev/cpu_dma_latency; } 2>/dev/null \
     || die "-lowlat: cannot open /dev/cpu_dma_latency (run as root, or drop -lowlat)"
   printf '\x00\x00\x00\x00' >&9 || die "-lowlat: cannot write /dev/cpu_dma_latency"
   idle_mode="-lowlat: /dev/cpu_dma_latency held at 0 (idle CPUs poll)"
