@@ -28,12 +28,19 @@ struct Agent::Local : ev::Handler {
       : agent(a), id(id_), conn(a.loop_, std::move(fd), *this, opt), last_ms(a.loop_.now_ms()) {}
   void on_message(ev::Connection&, const proto::Message& m) override { agent.on_request(*this, m); }
   void on_close(ev::Connection&, ev::CloseReason why) override { agent.on_local_close(*this, why); }
+  // A client that shut down its sending side still gets the answers to
+  // what it sent: the connection closes once the last one is queued.
+  bool on_eof(ev::Connection&) override {
+    eof = true;
+    return !slots.empty();
+  }
 
   Agent& agent;
   const uint64_t id;  // never reused
   ev::Connection conn;
   std::deque<Slot> slots;
   int64_t last_ms;  // when it last sent a request (or connected)
+  bool eof = false;  // it sent all it will send (see on_eof)
 };
 
 void Agent::UpstreamHandler::on_message(ev::Connection& c, const proto::Message& m) {
@@ -178,6 +185,7 @@ void Agent::deliver(const Pending& p, proto::Bytes payload) {
   l.slots.pop_front();
   l.conn.send(r);
   drain_local(l);
+  if (l.eof && l.slots.empty()) l.conn.close_after_flush(ev::CloseReason::peer_closed);
 }
 
 void Agent::on_answer(ev::Connection& c, const proto::Message& m) {

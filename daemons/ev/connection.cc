@@ -2,6 +2,7 @@
 #include "ev/connection.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -138,9 +139,15 @@ void Connection::on_readable() {
     return;
   }
   if (n == 0) {
-    // The peer will send no more; answers already queued still go out.
+    // The peer will send no more; answers already queued still go out, and
+    // those the handler still owes when it says so, unless the peer is gone
+    // altogether (a hang-up: a UNIX socket's peer that closed, not just
+    // shut down its sending side), when nobody would read them.
     eof_ = true;
-    close_after_flush(CloseReason::peer_closed);
+    set_reading(false);
+    pollfd p{fd_.get(), 0, 0};
+    bool gone = ::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
+    if (gone || !handler_->on_eof(*this)) close_after_flush(CloseReason::peer_closed);
     return;
   }
   proto::Bytes in(buf.data(), size_t(n));

@@ -58,6 +58,15 @@ class Handler {
   // `c` is closed (fd gone). Called once, from the loop. The handler may
   // destroy `c` here.
   virtual void on_close(Connection& c, CloseReason why) = 0;
+  // The peer shut down its sending side (end of stream) but may still
+  // read; reading has stopped. Return false (the default) to close once the
+  // queued output is sent; true when answers are still to come: the
+  // handler then calls close_after_flush(CloseReason::peer_closed) once it
+  // has queued the last of them. Not called when the peer hung up entirely.
+  virtual bool on_eof(Connection& c) {
+    (void)c;
+    return false;
+  }
   // A hint, only with ConnectionOptions::lookahead: `ms` are the next
   // messages of `c` in order, each to be handed to on_message soon (unless
   // the connection closes or pauses first). A handler may start fetching

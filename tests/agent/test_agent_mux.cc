@@ -342,6 +342,40 @@ void test_client_gone_with_requests_in_flight(void**) {
   assert_int_equal(stat_value(st, "connects"), 1);
 }
 
+// A client that shuts down its sending side right after its requests still
+// gets every answer, in order, then the end of the stream: here the server
+// is stopped, so no answer is even queued when the agent reads the EOF.
+void test_half_closed_client_gets_its_answers(void**) {
+  Cluster cl;
+  cl.start_server();
+  cl.start_agent({"-timeout", "20000"});
+  assert_true(cl.wait_upstream());
+  RawConn setup = cl.client();
+  assert_int_equal(setup.add("half", "answered-after-eof", 600000), kOk);
+
+  assert_true(cl.server().signal(SIGSTOP));
+  RawConn c = cl.client();
+  std::vector<uint8_t> wire;
+  for (uint32_t k = 0; k < 20; ++k) append_req(wire, {k % 2 ? Op::have : Op::get, k, vec("half"), {}});
+  assert_true(c.send_raw(wire));
+  assert_int_equal(::shutdown(c.fd(), SHUT_WR), 0);
+  std::string st;
+  for (int i = 0; i < 500; ++i) {
+    st = cl.agent_stats();
+    if (stat_value(st, "pending") == 20) break;
+    usleep(10000);
+  }
+  assert_int_equal(stat_value(st, "pending"), 20);
+  usleep(100000);  // the agent has read the EOF by now
+  assert_true(cl.server().signal(SIGCONT));
+  for (uint32_t k = 0; k < 20; ++k)
+    expect_answer(c, k, k % 2 ? Op::have : Op::get, k % 2 ? status(kOk) : vec("answered-after-eof"));
+  assert_true(c.wait_closed(10000));
+  st = cl.agent_stats();
+  assert_int_equal(stat_value(st, "dropped"), 0);
+  assert_int_equal(stat_value(st, "clients"), 1);  // `setup` only
+}
+
 void test_bad_clients_lose_only_their_connection(void**) {
   Cluster cl;
   cl.start_server();
@@ -424,6 +458,7 @@ int main() {
       cmocka_unit_test(test_1x_client_interop),
       cmocka_unit_test(test_thousand_short_connections),
       cmocka_unit_test(test_client_gone_with_requests_in_flight),
+      cmocka_unit_test(test_half_closed_client_gets_its_answers),
       cmocka_unit_test(test_bad_clients_lose_only_their_connection),
       cmocka_unit_test(test_dc_test_through_agent),
   };
