@@ -116,6 +116,13 @@ free_port() {  # a port nothing answers on, from $1 up
   while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
   echo "$p"
 }
+# CPU time (user + system) of a process in clock ticks, and the CPU
+# microseconds per operation between two such readings.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+us_per_op() {  # ticks-before ticks-after ops
+  awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { if (n + 0 > 0) printf "%.3f", (b - a) * 1e6 / hz / n; else print "n/a" }'
+}
 rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 # jnum JSON KEY: the first number after "KEY": in JSON.
 jnum() { grep -o "\"$2\":[-0-9.eE+]*" <<<"$1" | head -1 | cut -d: -f2; }
@@ -185,10 +192,14 @@ if [ $have_server -eq 1 ] && { want a || want b; }; then
   srv_a=$server_pid
   if want a; then
     j=$(dcb a_prefill -connect "UNIX:$work/srv_a.sock" -conns $CONNS -datasize $SIZE -keys $KEYS -prefill -ops 0 -depth 64)
+    t0=$(cpu_ticks "$srv_a")
     j=$(dcb a_lockstep -connect "UNIX:$work/srv_a.sock" "${common[@]}" -depth 1)
     best a1 "$(jnum "$j" ops_per_sec)"; last a1_p99 "$(jnum "$j" p99)"
+    last a1_cpu_srv "$(us_per_op "$t0" "$(cpu_ticks "$srv_a")" "$(jnum "$j" ops)")"
+    t0=$(cpu_ticks "$srv_a")
     j=$(dcb a_pipelined -connect "UNIX:$work/srv_a.sock" "${common[@]}" -depth $DEPTH)
     best a16 "$(jnum "$j" ops_per_sec)"; last a16_p99 "$(jnum "$j" p99)"
+    last a16_cpu_srv "$(us_per_op "$t0" "$(cpu_ticks "$srv_a")" "$(jnum "$j" ops)")"
   fi
   if want b; then
     if [ $have_agent -eq 1 ]; then
@@ -197,8 +208,11 @@ if [ $have_server -eq 1 ] && { want a || want b; }; then
       wait_sock "$work/agent_b.sock"
       j=$(dcb b_lockstep -connect "UNIX:$work/agent_b.sock" "${common[@]}" -depth 1 -prefill)
       best b1 "$(jnum "$j" ops_per_sec)"; last b1_p99 "$(jnum "$j" p99)"
+      t0=$(cpu_ticks "$srv_a"); u0=$(cpu_ticks "$agent_b")
       j=$(dcb b_pipelined -connect "UNIX:$work/agent_b.sock" "${common[@]}" -depth $DEPTH)
       best b16 "$(jnum "$j" ops_per_sec)"; last b16_p99 "$(jnum "$j" p99)"
+      last b16_cpu_srv "$(us_per_op "$t0" "$(cpu_ticks "$srv_a")" "$(jnum "$j" ops)")"
+      last b16_cpu_agent "$(us_per_op "$u0" "$(cpu_ticks "$agent_b")" "$(jnum "$j" ops)")"
       stop "$agent_b"
     else
       log "no dc_client in $BUILD: (b) skipped"; failed=1
@@ -353,6 +367,7 @@ fi
 if want b; then
   r=$(ratio "${R[b1]:-}" "${R[a1]:-}"); row "(b) agent lockstep vs (a)" "$(num "${R[b1]:-}") ops/s = ${r}x" ">= 0.75x" "$(verdict "$r" ">=" 0.75)"
   r=$(ratio "${R[b16]:-}" "${R[a16]:-}"); row "(b) agent depth $DEPTH vs (a)" "$(num "${R[b16]:-}") ops/s = ${r}x" ">= 0.75x" "$(verdict "$r" ">=" 0.75)"
+  row "(b) CPU us/request at depth $DEPTH: (a) server; (b) agent + server" "${R[a16_cpu_srv]:-n/a}; ${R[b16_cpu_agent]:-n/a} + ${R[b16_cpu_srv]:-n/a}" "-" "-"
 fi
 if want d; then
   row "(d) dc_server RSS, ${R[d_added]:-?} sessions of $SIZE B" "${R[d]:-n/a} MB (empty: ${R[d_empty]:-n/a} MB)" "< 400 MB" "$(verdict "${R[d]:-}" "<" 400)"
