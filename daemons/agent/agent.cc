@@ -20,6 +20,10 @@ constexpr size_t kUpstreamOutMax = 4 * 1024 * 1024;
 
 const uint8_t kDisconnected = uint8_t(proto::Status::disconnected);
 
+// The answers a client's GETs in flight may bring, at most this many times
+// -maxout (see Agent::over_limits).
+constexpr size_t kAnswerBudget = 4;
+
 }  // namespace
 
 // A local client: its connection and its unanswered requests in order.
@@ -40,6 +44,7 @@ struct Agent::Local : ev::Handler {
   ev::Connection conn;
   std::deque<Slot> slots;
   int64_t last_ms;  // when it last sent a request (or connected)
+  size_t gets_in_flight = 0;  // GETs forwarded and not answered yet
   bool eof = false;  // it sent all it will send (see on_eof)
 };
 
@@ -117,11 +122,6 @@ void Agent::on_request(Local& l, const proto::Message& m) {
       return;
     }
   }
-  if (l.slots.size() >= cfg_.client_pending) {
-    ++stats_.overflows;
-    l.conn.close(ev::CloseReason::local);
-    return;
-  }
   if (!upstream_up() || pending_.size() >= cfg_.max_pending ||
       up_->pending_output() >= kUpstreamOutMax) {
     answer_local(l, m.uid, m.op);
@@ -135,13 +135,34 @@ void Agent::on_request(Local& l, const proto::Message& m) {
   ++stats_.forwarded;
   pending_.push_back({l.id, fwd.uid, m.op, now});
   l.slots.push_back({m.uid, m.op, true});
+  if (m.op == proto::Op::get) ++l.gets_in_flight;
   if (!deadline_.active()) arm_deadline();
+  hold_if_full(l);
+}
+
+// A client is not read further (its requests wait in its socket) while it
+// has -clientpending unanswered requests, or while the largest answers its
+// GETs in flight could bring would not fit in kAnswerBudget x -maxout: the
+// connection layer stops reading a client whose unread answers pass
+// -maxout, but answers already asked for arrive anyway, and a thousand
+// 32 KiB sessions would be 32 MiB for one client that does not read.
+bool Agent::over_limits(const Local& l) const {
+  return l.slots.size() >= cfg_.client_pending ||
+         l.gets_in_flight * proto::kMaxPayload >= kAnswerBudget * cfg_.max_out;
+}
+
+void Agent::hold_if_full(Local& l) {
+  if (!l.conn.input_held() && over_limits(l)) {
+    ++stats_.overflows;
+    l.conn.hold_input(true);
+  }
 }
 
 void Agent::answer_local(Local& l, uint32_t uid, proto::Op op) {
   ++stats_.disconnected;
   if (!l.slots.empty()) {
     l.slots.push_back({uid, op, false});  // after the answers it still waits for
+    hold_if_full(l);
     return;
   }
   proto::Message r;
@@ -183,8 +204,10 @@ void Agent::deliver(const Pending& p, proto::Bytes payload) {
   r.op = p.op;
   r.payload = payload;
   l.slots.pop_front();
+  if (p.op == proto::Op::get) --l.gets_in_flight;
   l.conn.send(r);
   drain_local(l);
+  if (l.conn.input_held() && !over_limits(l)) l.conn.hold_input(false);
   if (l.eof && l.slots.empty()) l.conn.close_after_flush(ev::CloseReason::peer_closed);
 }
 

@@ -48,7 +48,7 @@ struct AgentConfig {
   int64_t idle_ms = 0;           // 0: never drop idle clients
   int64_t timeout_ms = 500;      // deadline of a request on the server
   size_t max_pending = 10000;    // requests waiting on the server, all clients
-  size_t client_pending = 1000;  // unanswered requests of one client before it is closed
+  size_t client_pending = 1000;  // unanswered requests of one client before it is not read
   size_t max_out = 256 * 1024;   // a client's unread answers before its input is held
 };
 
@@ -64,7 +64,7 @@ struct AgentStats {
   uint64_t losses = 0;         // upstream connections lost (closed, error, corrupt)
   uint64_t deadlines = 0;      // upstream connections recycled for a missed deadline
   uint64_t client_errors = 0;  // local clients closed for corrupt input
-  uint64_t overflows = 0;      // local clients closed for too many unanswered requests
+  uint64_t overflows = 0;      // times a local client was held (-clientpending, GETs in flight)
   uint64_t idle_drops = 0;     // local clients closed for idleness
 };
 
@@ -123,6 +123,8 @@ class Agent {
   void deliver(const Pending& p, proto::Bytes payload);
   // Sends the locally answered slots at the front of `l`'s queue.
   void drain_local(Local& l);
+  bool over_limits(const Local& l) const;
+  void hold_if_full(Local& l);
   // Answers every pending request DISCONNECTED, in order, and empties the FIFO.
   void fail_pending();
   // The upstream connection is gone (already closed or about to be): fail

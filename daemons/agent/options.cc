@@ -28,10 +28,11 @@ std::string usage() {
          "                      connection is recycled (default 500)\n"
          "  -maxpending N       at most N requests waiting on the server; beyond, requests\n"
          "                      are answered DISCONNECTED (default 10000)\n"
-         "  -clientpending N    a client with more than N unanswered requests is closed\n"
-         "                      (default 1000)\n"
+         "  -clientpending N    a client with N unanswered requests is not read from until\n"
+         "                      answers come back (default 1000)\n"
          "  -maxout SIZE        stop reading a client whose unread answers pass SIZE bytes,\n"
-         "                      suffix K, M or G, until it reads them (default 256K, least 4K)\n" +
+         "                      suffix K, M or G, until it reads them (default 256K, least 4K);\n"
+         "                      also at most 4 x SIZE / 32K of its GETs wait on the server\n" +
          std::string(ev::process_usage()) +
          "  -h, -help, -?       show this help\n"
          "While the server is unreachable every request is answered at once with the\n"

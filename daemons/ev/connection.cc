@@ -114,6 +114,12 @@ void Connection::close_after_flush(CloseReason why) {
     queued();
 }
 
+void Connection::hold_input(bool on) {
+  held_ = on;
+  // A flush (even of nothing) runs the resume check, from the loop.
+  if (!on && paused_) queued();
+}
+
 void Connection::set_reading(bool on) {
   if (on)
     ev_io_start(loop_.raw(), &rw_);
@@ -184,7 +190,7 @@ size_t Connection::consume(proto::Bytes in) {
   size_t ahead = 0;  // messages at the front of `in` already announced
   while (!in.empty()) {
     if (draining_) return 0;  // nothing more is read once closing
-    if (opt_.backpressure && pending_output() >= opt_.out_high) {
+    if (held_ || (opt_.backpressure && pending_output() >= opt_.out_high)) {
       paused_ = true;
       set_reading(false);
       return in.size();
@@ -256,7 +262,7 @@ IoResult Connection::flush() {
     }
     ev_io_start(loop_.raw(), &ww_);
   }
-  if (paused_ && pending_output() < opt_.out_low) {
+  if (paused_ && !held_ && (!opt_.backpressure || pending_output() < opt_.out_low)) {
     paused_ = false;
     resume_input();  // may pause again, queue output or close
     if (closed_) return IoResult::closed;

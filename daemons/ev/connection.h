@@ -129,8 +129,14 @@ class Connection {
   void set_handler(Handler& h) { handler_ = &h; }
   // Output bytes queued and not yet written.
   size_t pending_output() const { return out_.size() - out_off_; }
-  // True while backpressure holds reading.
+  // True while backpressure (or hold_input) holds reading.
   bool paused() const { return paused_; }
+  // The owner's own backpressure: while held, no further message is
+  // decoded (the rest of the last read is kept, as under backpressure) and
+  // the socket is not read. Released, the held input is decoded before the
+  // loop next blocks (never from inside this call) and reading resumes.
+  void hold_input(bool on);
+  bool input_held() const { return held_; }
   // Heap bytes of this connection's buffers (output, held input, decoder).
   size_t heap_bytes() const;
 
@@ -168,6 +174,7 @@ class Connection {
   bool draining_ = false;  // close_after_flush requested
   bool eof_ = false;
   bool paused_ = false;
+  bool held_ = false;  // hold_input(true)
   // Loop bookkeeping.
   bool in_flush_list_ = false;
   bool in_close_list_ = false;
