@@ -12,8 +12,11 @@
 #   (e) GET throughput with 1,000,000 sessions stored vs 10,000
 #   (f) TLS: resumed handshakes/s, two nginx through the shim vs one nginx with
 #       its own shared cache; cross-instance resumption rate of each (dc_swamp)
+#   (w) the machine: one-byte round trip between two processes on one CPU and
+#       on the two pinned CPUs (bench/wakeup_cost.c): every hop of a cache
+#       operation costs at least one such wake-up
 #
-# Usage: bench/run.sh [-d SECONDS] [-r ROUNDS] [-o RESULTS_FILE] [-only a,b,c,d,e,f] [-lowlat] [-h]
+# Usage: bench/run.sh [-d SECONDS] [-r ROUNDS] [-o RESULTS_FILE] [-only a,b,c,d,e,f,w] [-lowlat] [-h]
 # -r: run every measurement ROUNDS times (default 1) and keep the best
 # throughput, the worst acceptance rate and the largest RSS of the rounds.
 # -lowlat: hold /dev/cpu_dma_latency at 0 for the run (needs root), so idle
@@ -33,7 +36,7 @@ root=$PWD
 DUR=10
 ROUNDS=1
 RESULTS=""
-ONLY="a,b,c,d,e,f"
+ONLY="a,b,c,d,e,f,w"
 LOWLAT=0
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -350,6 +353,16 @@ if want f; then
   fi
 fi
 
+# ---- (w) wake-up cost of the machine ----
+if want w; then
+  if cc -O2 -o "$work/wakeup_cost" bench/wakeup_cost.c 2>"$work/wakeup_cost.err"; then
+    out=$("$work/wakeup_cost" "$CPU_SERVER" "$CPU_CLIENT" 50000)
+    last w_same "$(grep -o 'same_cpu_us=[0-9.]*' <<<"$out" | cut -d= -f2)"
+    last w_cross "$(grep -o 'cross_cpu_us=[0-9.]*' <<<"$out" | cut -d= -f2)"
+  else
+    log "cannot compile bench/wakeup_cost.c: (w) skipped ($(head -1 "$work/wakeup_cost.err"))"
+  fi
+fi
 }
 for round in $(seq "$ROUNDS"); do
   [ "$ROUNDS" -gt 1 ] && log "round $round of $ROUNDS"
@@ -374,6 +387,9 @@ if want d; then
 fi
 if want e; then
   r=$(ratio "${R[e_1m]:-}" "${R[e_10k]:-}"); row "(e) GET, 1M stored vs 10k stored" "$(num "${R[e_1m]:-}") vs $(num "${R[e_10k]:-}") ops/s = ${r}x" ">= 0.9x" "$(verdict "$r" ">=" 0.9)"
+fi
+if want w; then
+  row "(w) round trip of one byte between two processes" "same CPU ${R[w_same]:-n/a} us, CPUs $CPU_SERVER-$CPU_CLIENT ${R[w_cross]:-n/a} us" "-" "-"
 fi
 if want f; then
   for v in $TLS_VERSIONS; do
