@@ -11,7 +11,8 @@
 #   (d) resident memory of dc_server holding 1,000,000 256-byte sessions
 #   (e) GET throughput with 1,000,000 sessions stored vs 10,000
 #   (f) TLS: resumed handshakes/s, two nginx through the shim vs one nginx with
-#       its own shared cache; cross-instance resumption rate of each (dc_swamp)
+#       its own shared cache, and one nginx through the shim vs that one (the
+#       same topology); cross-instance resumption rate of each (dc_swamp)
 #   (w) the machine: one-byte round trip between two processes on one CPU and
 #       on the two pinned CPUs (bench/wakeup_cost.c): every hop of a cache
 #       operation costs at least one such wake-up
