@@ -3,6 +3,8 @@
 // file, -killable, a stale socket file replaced and a live one refused,
 // -daemon with -pidfile, -sockperms, -user, and the statistics (-stats
 // file, SIGHUP, -progress lines).
+#include <grp.h>
+#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -168,11 +170,30 @@ void test_daemon_and_pidfile(void**) {
 void test_sockperms_and_user(void**) {
   {
     ServerProc s({"-sockperms", "0600"});
+    RawConn c = s.client();  // serving: the mode was set before listen()
     struct stat st;
     assert_int_equal(stat(s.sock().c_str(), &st), 0);
     assert_int_equal(st.st_mode & 07777, 0600);
   }
-  if (geteuid() != 0) return;  // dropping privileges needs root
+  if (geteuid() != 0) return;  // changing owners and dropping privileges need root
+  // -sockowner / -sockgroup: the socket file belongs to them, as created.
+  {
+    struct passwd* pw = getpwnam("nobody");
+    struct group* gr = getgrnam("nogroup");
+    assert_non_null(pw);
+    assert_non_null(gr);
+    uid_t want_uid = pw->pw_uid;
+    gid_t want_gid = gr->gr_gid;
+    ServerProc s({"-sockowner", "nobody", "-sockgroup", "nogroup", "-sockperms", "0660"});
+    // Serving: the ownership was applied before listen().
+    RawConn c = s.client();
+    assert_int_equal(c.add("owned", "by-nobody", 60000), 0);
+    struct stat st;
+    assert_int_equal(stat(s.sock().c_str(), &st), 0);
+    assert_int_equal(st.st_uid, want_uid);
+    assert_int_equal(st.st_gid, want_gid);
+    assert_int_equal(st.st_mode & 07777, 0660);
+  }
   // -user: the listener is opened as root, then the process runs as nobody.
   TempDir d;
   uint16_t port = free_tcp_port();
