@@ -36,7 +36,9 @@ struct Agent::Local : ev::Handler {
   // what it sent: the connection closes once the last one is queued.
   bool on_eof(ev::Connection&) override {
     eof = true;
-    return !slots.empty();
+    if (slots.empty()) return false;
+    ++agent.stats_.half_closed;
+    return true;
   }
 
   Agent& agent;
@@ -146,13 +148,15 @@ void Agent::on_request(Local& l, const proto::Message& m) {
 // connection layer stops reading a client whose unread answers pass
 // -maxout, but answers already asked for arrive anyway, and a thousand
 // 32 KiB sessions would be 32 MiB for one client that does not read.
-bool Agent::over_limits(const Local& l) const {
-  return l.slots.size() >= cfg_.client_pending ||
-         l.gets_in_flight * proto::kMaxPayload >= kAnswerBudget * cfg_.max_out;
+// A held client is released once both are below half their limit, so a
+// client that pipelines deeply is not held and released on every answer.
+bool Agent::over_limits(const Local& l, size_t divisor) const {
+  return l.slots.size() * divisor >= cfg_.client_pending ||
+         l.gets_in_flight * proto::kMaxPayload * divisor >= kAnswerBudget * cfg_.max_out;
 }
 
 void Agent::hold_if_full(Local& l) {
-  if (!l.conn.input_held() && over_limits(l)) {
+  if (!l.conn.input_held() && over_limits(l, 1)) {
     ++stats_.overflows;
     l.conn.hold_input(true);
   }
@@ -207,7 +211,7 @@ void Agent::deliver(const Pending& p, proto::Bytes payload) {
   if (p.op == proto::Op::get) --l.gets_in_flight;
   l.conn.send(r);
   drain_local(l);
-  if (l.conn.input_held() && !over_limits(l)) l.conn.hold_input(false);
+  if (l.conn.input_held() && !over_limits(l, 2)) l.conn.hold_input(false);
   if (l.eof && l.slots.empty()) l.conn.close_after_flush(ev::CloseReason::peer_closed);
 }
 
@@ -351,10 +355,12 @@ std::string Agent::stats_line() {
       "uptime_ms=%" PRId64 " upstream=%s clients=%zu pending=%zu accepted=%" PRIu64
       " requests=%" PRIu64 " forwarded=%" PRIu64 " answered=%" PRIu64 " disconnected=%" PRIu64
       " dropped=%" PRIu64 " unmatched=%" PRIu64 " connects=%" PRIu64 " losses=%" PRIu64
-      " deadlines=%" PRIu64 " client_errors=%" PRIu64 " overflows=%" PRIu64 " idle_drops=%" PRIu64,
+      " deadlines=%" PRIu64 " client_errors=%" PRIu64 " overflows=%" PRIu64 " idle_drops=%" PRIu64
+      " half_closed=%" PRIu64,
       loop_.now_ms() - started_ms_, upstream_up() ? "up" : "down", locals_.size(), pending_.size(),
       s.accepted, s.requests, s.forwarded, s.answered, s.disconnected, s.dropped, s.unmatched,
-      s.connects, s.losses, s.deadlines, s.client_errors, s.overflows, s.idle_drops);
+      s.connects, s.losses, s.deadlines, s.client_errors, s.overflows, s.idle_drops,
+      s.half_closed);
   return buf;
 }
 

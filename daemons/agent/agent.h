@@ -66,6 +66,7 @@ struct AgentStats {
   uint64_t client_errors = 0;  // local clients closed for corrupt input
   uint64_t overflows = 0;      // times a local client was held (-clientpending, GETs in flight)
   uint64_t idle_drops = 0;     // local clients closed for idleness
+  uint64_t half_closed = 0;    // local clients that half-closed with answers owed
 };
 
 class Agent {
@@ -123,7 +124,8 @@ class Agent {
   void deliver(const Pending& p, proto::Bytes payload);
   // Sends the locally answered slots at the front of `l`'s queue.
   void drain_local(Local& l);
-  bool over_limits(const Local& l) const;
+  // Whether `l` has reached 1/divisor of -clientpending or of its GET budget.
+  bool over_limits(const Local& l, size_t divisor) const;
   void hold_if_full(Local& l);
   // Answers every pending request DISCONNECTED, in order, and empties the FIFO.
   void fail_pending();

@@ -116,6 +116,11 @@ void Connection::close_after_flush(CloseReason why) {
 
 void Connection::hold_input(bool on) {
   held_ = on;
+  if (on && !paused_) {
+    // Stop reading now, not at the next read's first message.
+    paused_ = true;
+    set_reading(false);
+  }
   // A flush (even of nothing) runs the resume check, from the loop.
   if (!on && paused_) queued();
 }
@@ -148,7 +153,9 @@ void Connection::on_readable() {
     // The peer will send no more; answers already queued still go out, and
     // those the handler still owes when it says so, unless the peer is gone
     // altogether (a hang-up: a UNIX socket's peer that closed, not just
-    // shut down its sending side), when nobody would read them.
+    // shut down its sending side), when nobody would read them. A TCP
+    // peer's close looks like a half-close here; the first write after it
+    // fails and closes the connection.
     eof_ = true;
     set_reading(false);
     pollfd p{fd_.get(), 0, 0};

@@ -62,7 +62,9 @@ class Handler {
   // read; reading has stopped. Return false (the default) to close once the
   // queued output is sent; true when answers are still to come: the
   // handler then calls close_after_flush(CloseReason::peer_closed) once it
-  // has queued the last of them. Not called when the peer hung up entirely.
+  // has queued the last of them. Not called when the peer hung up entirely
+  // (seen at once on a UNIX socket; over TCP a close looks like a
+  // half-close until the first write fails).
   virtual bool on_eof(Connection& c) {
     (void)c;
     return false;

@@ -81,9 +81,10 @@ void Loop::on_prepare(struct ev_loop*, ev_prepare* w, int) {
   static_cast<Loop*>(w->data)->run_pending();
 }
 
-// Flushes every connection that queued output, then tells handlers about
-// closed connections, until neither list has work (a flush may resume held
-// input that queues more output; a close notice may send elsewhere).
+// Flushes every connection that queued output (those with flush_last after
+// the others), then tells handlers about closed connections, until no list
+// has work (a flush may resume held input that queues more output; a close
+// notice may send elsewhere).
 // Entries are taken one at a time from the front of the lists so that
 // forget() (a Connection destroyed by a handler) can null out any of them.
 void Loop::run_pending() {
@@ -99,7 +100,7 @@ void Loop::run_pending() {
   };
   while (!flush_.empty() || !flush_last_.empty() || !closed_.empty()) {
     flush_all(flush_);
-    if (flush_.empty()) flush_all(flush_last_);
+    flush_all(flush_last_);  // ConnectionOptions::flush_last: after the others
     for (size_t i = 0; i < closed_.size(); ++i) {
       Connection* c = closed_[i];
       if (!c) continue;

@@ -368,7 +368,11 @@ void test_half_closed_client_gets_its_answers(void**) {
     usleep(10000);
   }
   assert_int_equal(stat_value(st, "pending"), 20);
-  usleep(100000);  // the agent has read the EOF by now
+  for (int i = 0; i < 500 && stat_value(st, "half_closed") != 1; ++i) {
+    usleep(10000);
+    st = cl.agent_stats();
+  }
+  assert_int_equal(stat_value(st, "half_closed"), 1);  // the EOF was read, answers owed
   assert_true(cl.server().signal(SIGCONT));
   for (uint32_t k = 0; k < 20; ++k)
     expect_answer(c, k, k % 2 ? Op::have : Op::get, k % 2 ? status(kOk) : vec("answered-after-eof"));
@@ -405,6 +409,45 @@ void test_gets_in_flight_bounded(void**) {
   assert_true(stat_value(st, "overflows") >= 1);
   assert_true(cl.server().signal(SIGCONT));
   for (uint32_t k = 0; k < 100; ++k) expect_answer(c, k, Op::get, vec("some-session"));
+}
+
+// A client held for its GETs in flight that then hangs up: its connection
+// goes once the answers come back (their write fails), and nothing more of
+// what it had sent is forwarded for it.
+void test_held_client_hangs_up(void**) {
+  Cluster cl;
+  cl.start_server();
+  cl.start_agent({"-timeout", "20000"});
+  assert_true(cl.wait_upstream());
+  RawConn keep = cl.client();
+  assert_int_equal(keep.add("h", "held-session", 600000), kOk);
+  assert_true(cl.server().signal(SIGSTOP));
+  uint64_t before = stat_value(cl.agent_stats(), "forwarded");
+  {
+    RawConn gone = cl.client();
+    std::vector<uint8_t> wire;
+    for (uint32_t k = 0; k < 200; ++k) append_req(wire, {Op::get, k, vec("h"), {}});
+    assert_true(gone.send_raw(wire));
+    std::string st;
+    for (int i = 0; i < 500; ++i) {
+      st = cl.agent_stats();
+      if (stat_value(st, "pending") == 32) break;
+      usleep(10000);
+    }
+    assert_int_equal(stat_value(st, "pending"), 32);
+  }  // hangs up while held
+  usleep(100000);
+  assert_true(cl.server().signal(SIGCONT));
+  std::string st;
+  for (int i = 0; i < 500; ++i) {
+    st = cl.agent_stats();
+    if (stat_value(st, "clients") == 1 && stat_value(st, "pending") == 0) break;
+    usleep(10000);
+  }
+  assert_int_equal(stat_value(st, "clients"), 1);
+  assert_int_equal(stat_value(st, "pending"), 0);
+  assert_int_equal(stat_value(st, "forwarded"), before + 32);
+  assert_string_equal(keep.get("h")->c_str(), "held-session");
 }
 
 void test_bad_clients_lose_only_their_connection(void**) {
@@ -505,6 +548,7 @@ int main() {
       cmocka_unit_test(test_client_gone_with_requests_in_flight),
       cmocka_unit_test(test_half_closed_client_gets_its_answers),
       cmocka_unit_test(test_gets_in_flight_bounded),
+      cmocka_unit_test(test_held_client_hangs_up),
       cmocka_unit_test(test_bad_clients_lose_only_their_connection),
       cmocka_unit_test(test_dc_test_through_agent),
   };

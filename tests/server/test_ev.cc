@@ -3,7 +3,9 @@
 // Pipelined messages answered in order, backpressure (reading stops while
 // output is queued, resumes when drained, nothing lost), close notices
 // (peer close, corrupt input) with the handler destroying the connection,
-// the Listener and the Connector (success and failure).
+// the Listener and the Connector (success and failure), hold_input, a
+// half-closed peer (Handler::on_eof) and flush_last ordering.
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -154,6 +156,163 @@ void test_backpressure_pauses_and_resumes(void**) {
   assert_false(srv.paused());
 }
 
+// Counts requests without answering; holds its input after `hold_at` of
+// them; on a half-close keeps the connection when `keep_on_eof`.
+struct Holder : ev::Handler {
+  size_t hold_at = 0;
+  bool keep_on_eof = false;
+  std::vector<Message> got;
+  int eofs = 0;
+  std::vector<ev::CloseReason> closes;
+  void on_message(ev::Connection& c, const Message& m) override {
+    Message keep = m;
+    keep.payload = {};
+    got.push_back(keep);
+    if (hold_at && got.size() == hold_at) c.hold_input(true);
+  }
+  void on_close(ev::Connection&, ev::CloseReason why) override { closes.push_back(why); }
+  bool on_eof(ev::Connection&) override {
+    ++eofs;
+    return keep_on_eof;
+  }
+};
+
+// hold_input: no message is decoded and the socket is not read while held
+// (even when the hold comes with the last message of a read); released, the
+// held input is decoded, in order, before the loop blocks again, and
+// reading resumes.
+void test_hold_input(void**) {
+  ev::Loop loop;
+  UniqueFd a, b;
+  socket_pair(a, b);
+  Holder h;
+  h.hold_at = 5;
+  ev::Connection srv(loop, std::move(a), h);
+  auto wire = requests(20, 10);
+  assert_true(::send(b.get(), wire.data(), wire.size(), MSG_NOSIGNAL) == ssize_t(wire.size()));
+  run_for(loop, 100);
+  assert_int_equal(h.got.size(), 5);
+  assert_true(srv.input_held() && srv.paused());
+  // More input while held stays in the socket.
+  auto more = requests(3, 10);
+  assert_true(::send(b.get(), more.data(), more.size(), MSG_NOSIGNAL) == ssize_t(more.size()));
+  run_for(loop, 100);
+  assert_int_equal(h.got.size(), 5);
+  int queued = 0;
+  assert_int_equal(ioctl(srv.fd(), FIONREAD, &queued), 0);
+  assert_int_equal(queued, int(more.size()));
+  h.hold_at = 0;
+  srv.hold_input(false);
+  run_for(loop, 100);
+  assert_int_equal(h.got.size(), 23);
+  for (uint32_t i = 0; i < 20; ++i) assert_int_equal(h.got[i].uid, i);
+  for (uint32_t i = 0; i < 3; ++i) assert_int_equal(h.got[20 + i].uid, i);
+  assert_false(srv.paused());
+  srv.hold_input(true);  // nothing buffered: the next bytes stay in the socket
+  assert_true(::send(b.get(), more.data(), more.size(), MSG_NOSIGNAL) == ssize_t(more.size()));
+  run_for(loop, 100);
+  assert_int_equal(h.got.size(), 23);
+  int unread = 0;
+  assert_int_equal(ioctl(srv.fd(), FIONREAD, &unread), 0);
+  assert_int_equal(unread, int(more.size()));
+  srv.hold_input(false);
+  run_for(loop, 100);
+  assert_int_equal(h.got.size(), 26);
+}
+
+// on_eof: a half-closed peer stays connected while the handler says so,
+// still gets what is sent, and the connection closes after
+// close_after_flush; a peer that hung up is closed without asking.
+void test_half_close(void**) {
+  ev::Loop loop;
+  {
+    UniqueFd a, b;
+    socket_pair(a, b);
+    Holder h;
+    h.keep_on_eof = true;
+    ev::Connection srv(loop, std::move(a), h);
+    auto wire = requests(2, 10);
+    assert_true(::send(b.get(), wire.data(), wire.size(), MSG_NOSIGNAL) == ssize_t(wire.size()));
+    assert_int_equal(::shutdown(b.get(), SHUT_WR), 0);
+    run_for(loop, 100);
+    assert_int_equal(h.got.size(), 2);
+    assert_int_equal(h.eofs, 1);
+    assert_false(srv.closed());
+    Message r = h.got[1];
+    r.is_response = true;
+    uint8_t ok = 0;
+    r.payload = Bytes(&ok, 1);
+    assert_true(srv.send(r));
+    srv.close_after_flush(ev::CloseReason::peer_closed);
+    run_for(loop, 100);
+    assert_true(srv.closed());
+    assert_int_equal(h.closes.size(), 1);
+    assert_true(h.closes[0] == ev::CloseReason::peer_closed);
+    uint8_t buf[64];
+    ssize_t n = ::recv(b.get(), buf, sizeof buf, 0);
+    assert_int_equal(n, ssize_t(proto::kHeaderSize + 1));  // the answer, then EOF
+    assert_int_equal(::recv(b.get(), buf, sizeof buf, 0), 0);
+  }
+  {
+    UniqueFd a, b;
+    socket_pair(a, b);
+    Holder h;
+    h.keep_on_eof = true;
+    ev::Connection srv(loop, std::move(a), h);
+    b.reset();  // hung up entirely
+    run_for(loop, 100);
+    assert_int_equal(h.eofs, 0);
+    assert_true(srv.closed());
+  }
+}
+
+// flush_last: flushed after the other connections of the same wake-up.
+// Seen from inside a flush: releasing held input decodes it during the
+// connection's flush, and the handler then looks at whether `up` (queued
+// before it) has been flushed yet.
+struct Peek : ev::Handler {
+  ev::Connection* up = nullptr;
+  std::vector<size_t> up_pending;  // up->pending_output() at each message
+  void on_message(ev::Connection& c, const Message&) override {
+    up_pending.push_back(up->pending_output());
+    c.hold_input(true);  // one message per release
+  }
+  void on_close(ev::Connection&, ev::CloseReason) override {}
+};
+
+void test_flush_last(void**) {
+  for (bool last : {true, false}) {
+    ev::Loop loop;
+    UniqueFd a1, b1, a2, b2;
+    socket_pair(a1, b1);
+    socket_pair(a2, b2);
+    Holder quiet;
+    ev::ConnectionOptions uopt;
+    uopt.flush_last = last;
+    ev::Connection up(loop, std::move(a1), quiet, uopt);
+    Peek peek;
+    peek.up = &up;
+    ev::Connection local(loop, std::move(a2), peek);
+    auto wire = requests(2, 4);
+    assert_true(::send(b2.get(), wire.data(), wire.size(), MSG_NOSIGNAL) == ssize_t(wire.size()));
+    run_for(loop, 50);  // the first message is handled, the second held
+    assert_int_equal(peek.up_pending.size(), 1);
+    auto one = requests(1, 4);
+    assert_true(up.send_raw(one));  // queued first...
+    local.hold_input(false);        // ...then the release, decoded in local's flush
+    run_for(loop, 50);
+    assert_int_equal(peek.up_pending.size(), 2);
+    // flush_last: `up` still holds its bytes while `local` is flushed;
+    // without it, `up` went first (queued first) and holds nothing.
+    if (last)
+      assert_int_equal(peek.up_pending[1], one.size());
+    else
+      assert_int_equal(peek.up_pending[1], 0);
+    uint8_t buf[64];
+    assert_int_equal(::recv(b1.get(), buf, sizeof buf, MSG_DONTWAIT), ssize_t(one.size()));
+  }
+}
+
 void test_close_notices(void**) {
   ev::Loop loop;
   Echo echo;
@@ -264,6 +423,9 @@ int main() {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_pipelined_in_order),
       cmocka_unit_test(test_backpressure_pauses_and_resumes),
+      cmocka_unit_test(test_hold_input),
+      cmocka_unit_test(test_half_close),
+      cmocka_unit_test(test_flush_last),
       cmocka_unit_test(test_close_notices),
       cmocka_unit_test(test_listener_and_connector),
   };
