@@ -45,9 +45,9 @@ struct Agent::Local : ev::Handler {
   const uint64_t id;  // never reused
   ev::Connection conn;
   std::deque<Slot> slots;
-  int64_t last_ms;  // when it last sent a request (or connected)
+  int64_t last_ms;            // when it last sent a request (or connected)
   size_t gets_in_flight = 0;  // GETs forwarded and not answered yet
-  bool eof = false;  // it sent all it will send (see on_eof)
+  bool eof = false;           // it sent all it will send (see on_eof)
 };
 
 void Agent::UpstreamHandler::on_message(ev::Connection& c, const proto::Message& m) {
@@ -359,8 +359,7 @@ std::string Agent::stats_line() {
       " half_closed=%" PRIu64,
       loop_.now_ms() - started_ms_, upstream_up() ? "up" : "down", locals_.size(), pending_.size(),
       s.accepted, s.requests, s.forwarded, s.answered, s.disconnected, s.dropped, s.unmatched,
-      s.connects, s.losses, s.deadlines, s.client_errors, s.overflows, s.idle_drops,
-      s.half_closed);
+      s.connects, s.losses, s.deadlines, s.client_errors, s.overflows, s.idle_drops, s.half_closed);
   return buf;
 }
 

@@ -10,8 +10,10 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cmocka_cpp.h"
@@ -128,6 +130,19 @@ class Cluster {
 
   // Asks the agent for its statistics line (SIGHUP) and returns it.
   std::string agent_stats() { return request_stats(agent_, dir_.file("agent.log")); }
+  // Polls the agent's statistics (up to 5 s) until every key=value of
+  // `want` holds; returns the last line read (the caller asserts on it).
+  std::string wait_stats(std::initializer_list<std::pair<const char*, long long>> want) {
+    std::string st;
+    for (int i = 0; i < 500; ++i) {
+      st = agent_stats();
+      bool all = true;
+      for (const auto& [key, value] : want) all = all && stat_value(st, key) == value;
+      if (all) break;
+      usleep(10000);
+    }
+    return st;
+  }
 
   void print_agent_log() const {
     fprintf(stderr, "---- dc_client log ----\n%s----\n", slurp(dir_.file("agent.log")).c_str());

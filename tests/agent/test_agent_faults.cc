@@ -79,11 +79,7 @@ void test_server_killed_and_restarted(void**) {
     assert_true(proto::append(wire, m));
   }
   assert_true(c.send_raw(wire));
-  std::string st = cl.agent_stats();
-  for (int i = 0; i < 500 && stat_value(st, "pending") != 5; ++i) {
-    usleep(10000);
-    st = cl.agent_stats();
-  }
+  std::string st = cl.wait_stats({{"pending", 5}});
   assert_int_equal(stat_value(st, "pending"), 5);
   int64_t t0 = now_ms();
   cl.kill_server();

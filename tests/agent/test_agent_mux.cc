@@ -289,12 +289,7 @@ void test_thousand_short_connections(void**) {
     if (!got || *got != "short-lived-data") fail_msg("connection %d: %s", i, c.error().c_str());
   }
   // Every one of them is gone from the agent, and nothing is left pending.
-  std::string st;
-  for (int i = 0; i < 500; ++i) {
-    st = cl.agent_stats();
-    if (stat_value(st, "clients") == 0) break;
-    usleep(10000);
-  }
+  std::string st = cl.wait_stats({{"clients", 0}});
   assert_int_equal(stat_value(st, "clients"), 0);
   assert_int_equal(stat_value(st, "pending"), 0);
   assert_true(stat_value(st, "accepted") >= 1001);
@@ -322,12 +317,7 @@ void test_client_gone_with_requests_in_flight(void**) {
     append_req(wire2, {Op::have, 6, vec("stay"), {}});
     assert_true(keep.send_raw(wire2));
     // Both requests of `keep` are pending behind `gone`'s.
-    std::string st;
-    for (int i = 0; i < 500; ++i) {
-      st = cl.agent_stats();
-      if (stat_value(st, "pending") == 52) break;
-      usleep(10000);
-    }
+    std::string st = cl.wait_stats({{"pending", 52}});
     assert_int_equal(stat_value(st, "pending"), 52);
   }  // `gone` closes with 50 requests in flight
   usleep(100000);
@@ -358,24 +348,18 @@ void test_half_closed_client_gets_its_answers(void**) {
   assert_true(cl.server().signal(SIGSTOP));
   RawConn c = cl.client();
   std::vector<uint8_t> wire;
-  for (uint32_t k = 0; k < 20; ++k) append_req(wire, {k % 2 ? Op::have : Op::get, k, vec("half"), {}});
+  for (uint32_t k = 0; k < 20; ++k)
+    append_req(wire, {k % 2 ? Op::have : Op::get, k, vec("half"), {}});
   assert_true(c.send_raw(wire));
   assert_int_equal(::shutdown(c.fd(), SHUT_WR), 0);
-  std::string st;
-  for (int i = 0; i < 500; ++i) {
-    st = cl.agent_stats();
-    if (stat_value(st, "pending") == 20) break;
-    usleep(10000);
-  }
+  std::string st = cl.wait_stats({{"pending", 20}});
   assert_int_equal(stat_value(st, "pending"), 20);
-  for (int i = 0; i < 500 && stat_value(st, "half_closed") != 1; ++i) {
-    usleep(10000);
-    st = cl.agent_stats();
-  }
+  st = cl.wait_stats({{"half_closed", 1}});
   assert_int_equal(stat_value(st, "half_closed"), 1);  // the EOF was read, answers owed
   assert_true(cl.server().signal(SIGCONT));
   for (uint32_t k = 0; k < 20; ++k)
-    expect_answer(c, k, k % 2 ? Op::have : Op::get, k % 2 ? status(kOk) : vec("answered-after-eof"));
+    expect_answer(c, k, k % 2 ? Op::have : Op::get,
+                  k % 2 ? status(kOk) : vec("answered-after-eof"));
   assert_true(c.wait_closed(10000));
   st = cl.agent_stats();
   assert_int_equal(stat_value(st, "dropped"), 0);
@@ -397,14 +381,9 @@ void test_gets_in_flight_bounded(void**) {
   std::vector<uint8_t> wire;
   for (uint32_t k = 0; k < 100; ++k) append_req(wire, {Op::get, k, vec("g"), {}});
   assert_true(c.send_raw(wire));
-  std::string st;
-  for (int i = 0; i < 500; ++i) {
-    st = cl.agent_stats();
-    if (stat_value(st, "pending") == 32) break;
-    usleep(10000);
-  }
+  cl.wait_stats({{"pending", 32}});
   usleep(100000);
-  st = cl.agent_stats();
+  std::string st = cl.agent_stats();
   assert_int_equal(stat_value(st, "pending"), 32);
   assert_true(stat_value(st, "overflows") >= 1);
   assert_true(cl.server().signal(SIGCONT));
@@ -428,22 +407,12 @@ void test_held_client_hangs_up(void**) {
     std::vector<uint8_t> wire;
     for (uint32_t k = 0; k < 200; ++k) append_req(wire, {Op::get, k, vec("h"), {}});
     assert_true(gone.send_raw(wire));
-    std::string st;
-    for (int i = 0; i < 500; ++i) {
-      st = cl.agent_stats();
-      if (stat_value(st, "pending") == 32) break;
-      usleep(10000);
-    }
+    std::string st = cl.wait_stats({{"pending", 32}});
     assert_int_equal(stat_value(st, "pending"), 32);
   }  // hangs up while held
   usleep(100000);
   assert_true(cl.server().signal(SIGCONT));
-  std::string st;
-  for (int i = 0; i < 500; ++i) {
-    st = cl.agent_stats();
-    if (stat_value(st, "clients") == 1 && stat_value(st, "pending") == 0) break;
-    usleep(10000);
-  }
+  std::string st = cl.wait_stats({{"clients", 1}, {"pending", 0}});
   assert_int_equal(stat_value(st, "clients"), 1);
   assert_int_equal(stat_value(st, "pending"), 0);
   assert_int_equal(stat_value(st, "forwarded"), before + 32);
@@ -487,14 +456,9 @@ void test_bad_clients_lose_only_their_connection(void**) {
     std::vector<uint8_t> wire;
     for (uint32_t k = 0; k < 25; ++k) append_req(wire, {Op::have, k, vec("good"), {}});
     assert_true(greedy.send_raw(wire));
-    std::string st;
-    for (int i = 0; i < 500; ++i) {
-      st = cl.agent_stats();
-      if (stat_value(st, "pending") == 10) break;
-      usleep(10000);
-    }
+    cl.wait_stats({{"pending", 10}});
     usleep(100000);  // still 10 after a while: the rest is not read
-    st = cl.agent_stats();
+    std::string st = cl.agent_stats();
     assert_int_equal(stat_value(st, "pending"), 10);
     assert_int_equal(stat_value(st, "requests"), before + 10);
     assert_true(cl.server().signal(SIGCONT));
@@ -504,7 +468,7 @@ void test_bad_clients_lose_only_their_connection(void**) {
   assert_string_equal(good.get("good")->c_str(), "good-client-data");
   std::string st = cl.agent_stats();
   assert_int_equal(stat_value(st, "client_errors"), 3);
-  assert_true(stat_value(st, "overflows") >= 1);  // held at least once
+  assert_true(stat_value(st, "overflows") >= 1);    // held at least once
   assert_int_equal(stat_value(st, "connects"), 1);  // the upstream connection never suffered
   assert_int_equal(stat_value(st, "losses"), 0);
 }
