@@ -2,16 +2,21 @@
 //
 // Each entry point checks its arguments, then runs one request/response
 // exchange (client_conn.h) under the context's deadline, honouring the 1.x
-// connection flags and the back-off after a connect failure. Nothing throws
-// across the C ABI: every entry point catches everything (in practice only
-// std::bad_alloc) and reports a failure. State lives in the DC_CTX; the only
-// other state is the thread-local text of DC_last_new_error().
+// connection flags and the circuit breaker (a failed operation opens it for
+// the back-off period; the next operation after it is the probe). Each
+// entry point holds the context's mutex for the whole operation, so threads
+// that share one DC_CTX (Apache's mod_socache_dc under the event MPM) take
+// turns instead of racing on its socket. Nothing throws across the C ABI:
+// every entry point catches everything (in practice only std::bad_alloc)
+// and reports a failure. State lives in the DC_CTX; the only other state is
+// thread-local text (DC_last_new_error(), DC_CTX_last_error_string()).
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,6 +38,8 @@ constexpr unsigned kMaxBackoffMs = 600000;
 // Why the last DC_CTX_new* of this thread failed. A plain array: trivially
 // destructible thread-locals are safe even in a library that is dlclose()d.
 thread_local char g_new_error[512];
+// The copy DC_CTX_last_error_string() hands out, for the same reason.
+thread_local char g_error_copy[512];
 
 void set_new_error(const char* s) noexcept {
   std::snprintf(g_new_error, sizeof g_new_error, "%s", s);
@@ -44,15 +51,19 @@ void set_new_error(const std::string& s) noexcept {
 }  // namespace
 
 struct st_DC_CTX {
+  // Held by every entry point for its whole operation (see the top).
+  mutable std::mutex mu;
   dc::Address addr;
   dc::SockAddr sa;
   unsigned flags = 0;
   unsigned op_timeout_ms = DC_DEFAULT_OP_TIMEOUT_MS;
   unsigned backoff_ms = DC_DEFAULT_BACKOFF_MS;
-  // now_ms() of the last failed connect; the back-off runs until
-  // connect_failed_at + backoff_ms (so set_backoff applies at once).
-  int64_t connect_failed_at = 0;
-  bool connect_failed = false;
+  // The circuit breaker: open since now_ms() == failed_at, until
+  // failed_at + backoff_ms (so set_backoff applies at once); `why` says
+  // what opened it, for the text of the skipped operations.
+  int64_t failed_at = 0;
+  bool breaker_open = false;
+  std::string breaker_why;
   pid_t pid = 0;  // the process that opened `conn`
   dc::client::Conn conn;
   uint32_t next_uid = 1;
@@ -94,15 +105,20 @@ struct st_DC_CTX {
     err_text = "ok";
   }
 
-  // Opens the connection under `deadline`; starts the back-off on failure.
+  // Opens the circuit breaker: operations fail at once for backoff_ms.
+  // Called with err/err_text describing the failure.
+  void trip() {
+    failed_at = dc::now_ms();
+    breaker_open = backoff_ms > 0;
+    breaker_why = err_text;
+  }
+
+  // Opens the connection under `deadline` (a connect that timed out is a
+  // connect failure too).
   Err connect(int64_t deadline) {
     std::string detail;
     Err e = conn.open(sa, deadline, detail);
     if (e != Err::none) {
-      // A connect that timed out is a connect failure too: both start the
-      // back-off.
-      connect_failed_at = dc::now_ms();
-      connect_failed = true;
       fail(Err::connect, "cannot connect to " + addr.to_string() + ": " +
                              (e == Err::timeout ? "no connection within the deadline of " +
                                                       std::to_string(op_timeout_ms) + " ms"
@@ -116,17 +132,27 @@ struct st_DC_CTX {
   // Runs the request in `req` (uid `uid`, operation `op`); the answer's
   // payload lands in `resp`. Returns true on an exchange that completed;
   // false with err/err_text set otherwise.
+  // Failures that open the breaker: every one of them costs the next
+  // operation its deadline or a reconnect if it were tried at once.
   bool transact(proto::Op op, uint32_t uid) {
+    if (!exchange(op, uid)) {
+      if (err != int(Err::backoff)) trip();
+      return false;
+    }
+    return true;
+  }
+
+  bool exchange(proto::Op op, uint32_t uid) {
     int64_t now = dc::now_ms();
     int64_t deadline = now + op_timeout_ms;
-    if (connect_failed) {
-      if (now < connect_failed_at + int64_t(backoff_ms)) {
-        fail(Err::backoff, "skipped: a connect to " + addr.to_string() + " failed " +
-                               std::to_string(now - connect_failed_at) + " ms ago (back-off " +
-                               std::to_string(backoff_ms) + " ms)");
+    if (breaker_open) {
+      if (now < failed_at + int64_t(backoff_ms)) {
+        fail(Err::backoff, "skipped for " + std::to_string(failed_at + backoff_ms - now) +
+                               " ms more (back-off " + std::to_string(backoff_ms) +
+                               " ms) after: " + breaker_why);
         return false;
       }
-      connect_failed = false;
+      breaker_open = false;  // this operation is the probe
     }
     // PIDCHECK: a connection opened by another process (our parent) is not
     // ours to use; drop our reference (the parent keeps its socket).
@@ -190,12 +216,20 @@ struct st_DC_CTX {
   // longer trusted. Returns 0.
   int bad_answer(const std::string& why) {
     conn.close();
-    return fail(Err::protocol, "protocol error from " + addr.to_string() + ": " + why);
+    fail(Err::protocol, "protocol error from " + addr.to_string() + ": " + why);
+    trip();
+    return 0;
   }
 
+  // The agent answered DISCONNECTED: its server is away or too slow. The
+  // breaker opens as for a timeout, since asking again at once would cost
+  // the agent's deadline again. Returns 0.
   int disconnected() {
-    return fail(Err::refused, "the cache agent at " + addr.to_string() +
-                                  " has no connection to its server (DISCONNECTED)");
+    fail(Err::disconnected,
+         "the cache agent at " + addr.to_string() +
+             " has no connection to its server or no answer in time (DISCONNECTED)");
+    trip();
+    return 0;
   }
 };
 
@@ -274,7 +308,7 @@ DC_EXPORT DC_CTX* DC_CTX_new(const char* target, unsigned int flags) {
     // call DC_CTX_set_timeout, have a longer deadline.
     unsigned timeout = DC_DEFAULT_OP_TIMEOUT_MS;
     std::string err;
-    if (!timeout_from_env(timeout, err)) {
+    if (!(flags & DC_CTX_FLAG_NO_ENV) && !timeout_from_env(timeout, err)) {
       set_new_error(err);
       return nullptr;
     }
@@ -322,6 +356,7 @@ DC_EXPORT int DC_CTX_add_session(DC_CTX* ctx, const unsigned char* id_data, unsi
                                  const unsigned char* sess_data, unsigned int sess_len,
                                  unsigned long timeout_msecs) {
   if (ctx == nullptr) return 0;
+  std::lock_guard<std::mutex> lk(ctx->mu);
   try {
     ctx->last_get_valid = false;
     if (!valid_id(id_data, id_len)) return ctx->bad_argument("the session id must be 1..64 bytes");
@@ -353,6 +388,7 @@ DC_EXPORT int DC_CTX_add_session(DC_CTX* ctx, const unsigned char* id_data, unsi
 DC_EXPORT int DC_CTX_remove_session(DC_CTX* ctx, const unsigned char* id_data,
                                     unsigned int id_len) {
   if (ctx == nullptr) return 0;
+  std::lock_guard<std::mutex> lk(ctx->mu);
   try {
     ctx->last_get_valid = false;
     if (!valid_id(id_data, id_len)) return ctx->bad_argument("the session id must be 1..64 bytes");
@@ -380,6 +416,7 @@ DC_EXPORT int DC_CTX_get_session(DC_CTX* ctx, const unsigned char* id_data, unsi
                                  unsigned char* result_storage, unsigned int result_size,
                                  unsigned int* result_used) {
   if (ctx == nullptr) return 0;
+  std::lock_guard<std::mutex> lk(ctx->mu);
   try {
     ctx->last_get_valid = false;
     if (!valid_id(id_data, id_len)) return ctx->bad_argument("the session id must be 1..64 bytes");
@@ -410,6 +447,7 @@ DC_EXPORT int DC_CTX_reget_session(DC_CTX* ctx, const unsigned char* id_data, un
                                    unsigned char* result_storage, unsigned int result_size,
                                    unsigned int* result_used) {
   if (ctx == nullptr) return 0;
+  std::lock_guard<std::mutex> lk(ctx->mu);
   try {
     if (!valid_id(id_data, id_len)) return ctx->bad_argument("the session id must be 1..64 bytes");
     if (!ctx->last_get_valid || ctx->last_get_id_len != id_len ||
@@ -427,6 +465,7 @@ DC_EXPORT int DC_CTX_reget_session(DC_CTX* ctx, const unsigned char* id_data, un
 
 DC_EXPORT int DC_CTX_has_session(DC_CTX* ctx, const unsigned char* id_data, unsigned int id_len) {
   if (ctx == nullptr) return -1;
+  std::lock_guard<std::mutex> lk(ctx->mu);
   try {
     ctx->last_get_valid = false;
     if (!valid_id(id_data, id_len)) {
@@ -458,22 +497,49 @@ DC_EXPORT int DC_CTX_has_session(DC_CTX* ctx, const unsigned char* id_data, unsi
 
 DC_EXPORT int DC_CTX_set_timeout(DC_CTX* ctx, unsigned int msecs) {
   if (ctx == nullptr || msecs < 1 || msecs > kMaxOpTimeoutMs) return 0;
+  std::lock_guard<std::mutex> lk(ctx->mu);
   ctx->op_timeout_ms = msecs;
   return 1;
 }
 
 DC_EXPORT int DC_CTX_set_backoff(DC_CTX* ctx, unsigned int msecs) {
   if (ctx == nullptr || msecs > kMaxBackoffMs) return 0;
+  std::lock_guard<std::mutex> lk(ctx->mu);
   ctx->backoff_ms = msecs;
+  if (msecs == 0) ctx->breaker_open = false;
   return 1;
 }
 
+DC_EXPORT DC_CTX* DC_CTX_dup(const DC_CTX* tmpl) {
+  if (tmpl == nullptr) return nullptr;
+  const DC_CTX* src = tmpl;
+  try {
+    auto* ctx = new st_DC_CTX;
+    std::lock_guard<std::mutex> lk(src->mu);
+    ctx->addr = src->addr;
+    ctx->sa = src->sa;
+    ctx->flags = src->flags;
+    ctx->op_timeout_ms = src->op_timeout_ms;
+    ctx->backoff_ms = src->backoff_ms;
+    ctx->pid = getpid();
+    return ctx;
+  } catch (...) {
+    return nullptr;
+  }
+}
+
 DC_EXPORT int DC_CTX_last_error(const DC_CTX* ctx) {
-  return ctx == nullptr ? DC_ERR_ARGUMENT : ctx->err;
+  if (ctx == nullptr) return DC_ERR_ARGUMENT;
+  std::lock_guard<std::mutex> lk(ctx->mu);
+  return ctx->err;
 }
 
 DC_EXPORT const char* DC_CTX_last_error_string(const DC_CTX* ctx) {
-  return ctx == nullptr ? "bad argument: the DC_CTX is NULL" : ctx->err_text.c_str();
+  if (ctx == nullptr) return "bad argument: the DC_CTX is NULL";
+  // A copy: another thread's next operation may replace err_text.
+  std::lock_guard<std::mutex> lk(ctx->mu);
+  std::snprintf(g_error_copy, sizeof g_error_copy, "%s", ctx->err_text.c_str());
+  return g_error_copy;
 }
 
 }  // extern "C"

@@ -29,6 +29,8 @@ const char* to_string(Err e) {
       return "refused by the cache";
     case Err::address:
       return "bad address";
+    case Err::disconnected:
+      return "the agent has no server";
   }
   return "unknown error";
 }
@@ -36,6 +38,21 @@ const char* to_string(Err e) {
 void Conn::close() {
   fd_.reset();
   dec_ = proto::Decoder{};
+  n_abandoned_ = 0;
+}
+
+bool Conn::drop_if_abandoned(const proto::Message& m) {
+  for (size_t i = 0; i < n_abandoned_; ++i) {
+    if (abandoned_[i].uid != m.uid || abandoned_[i].op != m.op) continue;
+    // Answers come in order: anything abandoned before this one will never
+    // be answered now, so it is forgotten too.
+    size_t left = n_abandoned_ - (i + 1);
+    for (size_t j = 0; j < left; ++j) abandoned_[j] = abandoned_[i + 1 + j];
+    n_abandoned_ = left;
+    ++late_;
+    return true;
+  }
+  return false;
 }
 
 Err Conn::wait(short events, int64_t deadline, std::string& detail) {
@@ -89,6 +106,14 @@ Err Conn::transact(const std::vector<uint8_t>& req, uint32_t uid, proto::Op op, 
     close();
     return e;
   };
+  // The request was sent whole and its deadline passed: keep the connection
+  // and drop its answer when it comes, unless too many are owed already.
+  auto abandon = [&](std::string why) {
+    if (n_abandoned_ == kMaxAbandoned) return fail(Err::timeout, std::move(why));
+    abandoned_[n_abandoned_++] = {uid, op};
+    detail = std::move(why);
+    return Err::timeout;
+  };
 
   // Send the whole request. MSG_NOSIGNAL: a peer that closed must cost an
   // EPIPE, never a SIGPIPE that kills the host application.
@@ -116,12 +141,15 @@ Err Conn::transact(const std::vector<uint8_t>& req, uint32_t uid, proto::Op op, 
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        if (Err e = wait(POLLIN, deadline, detail); e != Err::none) return fail(e, detail);
+        Err e = wait(POLLIN, deadline, detail);
+        if (e == Err::timeout) return abandon(detail);
+        if (e != Err::none) return fail(e, detail);
         continue;
       }
       return fail(Err::io, std::string("recv: ") + strerror(errno));
     }
-    answered_nothing = false;
+    // Bytes while earlier answers are owed are theirs until shown otherwise.
+    if (n_abandoned_ == 0) answered_nothing = false;
     proto::Bytes in(buf, size_t(n));
     while (!in.empty()) {
       proto::Message m;
@@ -131,11 +159,15 @@ Err Conn::transact(const std::vector<uint8_t>& req, uint32_t uid, proto::Op op, 
         return fail(Err::protocol,
                     std::string("corrupt stream from the cache: ") + proto::to_string(r.reason));
       if (r.status == proto::DecodeStatus::need_more) break;
+      if (m.is_response && drop_if_abandoned(m)) continue;
       if (!m.is_response || m.uid != uid || m.op != op)
         return fail(Err::protocol, "the cache answered a request that was not asked (uid " +
                                        std::to_string(m.uid) + ", expected " + std::to_string(uid) +
                                        ")");
       resp.assign(m.payload.begin(), m.payload.end());
+      // Answers come in order: requests abandoned before this one that are
+      // still unanswered never will be.
+      n_abandoned_ = 0;
       // One request in flight: anything after its answer is unexplained, so
       // the stream cannot be trusted for the next operation.
       if (!in.empty() || !dec_.idle()) close();

@@ -1,7 +1,10 @@
 // The blocking side of libdistcache: one connection to a cache, driven with
 // non-blocking sockets and poll() so that every step (connect, send,
-// receive) ends at an absolute deadline. One request is in flight at a time,
-// which is all the DC_CTX API needs. No C ABI here (see client.cc); no
+// receive) ends at an absolute deadline. One request is waited for at a
+// time, which is all the DC_CTX API needs; a request whose deadline passed
+// after it was sent whole is *abandoned*, not fatal: the connection stays
+// open and its answer, when it comes, is recognised by its uid and dropped,
+// so a late cache costs no reconnect. No C ABI here (see client.cc); no
 // exceptions leave this file's functions except std::bad_alloc.
 #pragma once
 
@@ -27,6 +30,7 @@ enum class Err : int {
   protocol = 6,
   refused = 7,
   address = 8,
+  disconnected = 9,
 };
 const char* to_string(Err e);
 
@@ -46,14 +50,22 @@ class Conn {
 
   // Sends the encoded request `req` (whose uid and operation are `uid` and
   // `op`) and waits for its response, whose payload is copied into `resp`.
+  // Answers to earlier abandoned requests that arrive first are dropped.
   // Returns Err::none; Err::timeout when the deadline passed; Err::io when
   // the connection broke (then `answered_nothing` says whether any byte of a
   // response had arrived, i.e. whether a retry is safe); Err::protocol when
   // the peer sent a corrupt stream or a response that does not match the
-  // request. On every error the connection is closed; on success it stays
-  // open unless the peer sent more than the one response.
+  // request. A timeout after the whole request was sent keeps the
+  // connection (the request is abandoned; at most kMaxAbandoned at once,
+  // beyond which the connection is closed); every other error closes it.
+  // On success it stays open unless the peer sent more than the response.
   Err transact(const std::vector<uint8_t>& req, uint32_t uid, proto::Op op, int64_t deadline,
                std::vector<uint8_t>& resp, std::string& detail, bool& answered_nothing);
+
+  // Abandoned requests whose answers a connection waits for, at most.
+  static constexpr size_t kMaxAbandoned = 8;
+  // Late answers dropped on this object's connections so far (diagnostics).
+  uint64_t late_answers() const { return late_; }
 
   // The fd (for tests and diagnostics); -1 when closed.
   int fd() const { return fd_.get(); }
@@ -64,8 +76,19 @@ class Conn {
   // when no POLLIN is pending).
   Err wait(short events, int64_t deadline, std::string& detail);
 
+  // Whether `m` answers an abandoned request; forgets that request if so.
+  bool drop_if_abandoned(const proto::Message& m);
+
   UniqueFd fd_;
   proto::Decoder dec_;
+  // Abandoned requests (uid, op) of the open connection, oldest first.
+  struct Abandoned {
+    uint32_t uid;
+    proto::Op op;
+  };
+  Abandoned abandoned_[kMaxAbandoned] = {};
+  size_t n_abandoned_ = 0;
+  uint64_t late_ = 0;
 };
 
 }  // namespace dc::client

@@ -35,8 +35,10 @@ RealFns g_real = {
     .sess_set_new_cb = &::SSL_CTX_sess_set_new_cb,
     .sess_set_get_cb = &::SSL_CTX_sess_set_get_cb,
     .sess_set_remove_cb = &::SSL_CTX_sess_set_remove_cb,
-    .set_options = &::SSL_CTX_set_options,
-    .clear_options = &::SSL_CTX_clear_options,
+    .sess_get_new_cb = &::SSL_CTX_sess_get_new_cb,
+    .sess_get_get_cb = &::SSL_CTX_sess_get_get_cb,
+    .sess_get_remove_cb = &::SSL_CTX_sess_get_remove_cb,
+    .clear_options = &::SSL_clear_options,
 };
 LogFn g_log_fn = nullptr;
 LogLevel g_log_max = LogLevel::off;
@@ -90,7 +92,7 @@ using DcCtxPtr = std::unique_ptr<DC_CTX, DcCtxFree>;
 // to a miss or a refused ADD).
 bool is_outage(int err) {
   return err == DC_ERR_CONNECT || err == DC_ERR_BACKOFF || err == DC_ERR_TIMEOUT ||
-         err == DC_ERR_IO || err == DC_ERR_PROTOCOL;
+         err == DC_ERR_IO || err == DC_ERR_PROTOCOL || err == DC_ERR_DISCONNECTED;
 }
 
 // ---- backends: where a callback gets a DC_CTX from ----
@@ -111,59 +113,70 @@ class Backend {
   virtual void set_timeout(unsigned ms) = 0;
 };
 
-// One connection per thread per target.
-struct ThreadConn {
-  std::string target;
-  unsigned timeout_ms = 0;
-  bool failing = false;
-  DcCtxPtr dc;
-};
-thread_local std::vector<ThreadConn> t_conns;
+}  // namespace
 
-class TargetBackend final : public Backend {
+// See ssl_attach.h. The template DC_CTX holds the resolved address; threads
+// get DC_CTX_dup copies of it, which never resolve again.
+class Target {
  public:
-  TargetBackend(std::string target, unsigned timeout_ms)
-      : target_(std::move(target)), timeout_ms_(timeout_ms) {}
+  Target(DcCtxPtr tmpl, unsigned timeout_ms)
+      : tmpl_(std::move(tmpl)), timeout_ms_(timeout_ms), id_(next_id_.fetch_add(1)) {}
 
-  Lease acquire() override {
-    unsigned want = timeout_ms_.load(std::memory_order_relaxed);
-    for (auto& c : t_conns) {
-      if (c.target != target_) continue;
-      if (c.timeout_ms != want) {
-        // 0 means the library's default: only a fresh DC_CTX has it.
-        if (want != 0 ? DC_CTX_set_timeout(c.dc.get(), want) != 0 : renew(c.dc))
-          c.timeout_ms = want;
-      }
-      return Lease{c.dc.get(), &c.failing, {}};
-    }
-    DcCtxPtr dc;
-    if (!renew(dc)) return {};
-    if (want != 0) DC_CTX_set_timeout(dc.get(), want);
-    t_conns.push_back(ThreadConn{target_, want, false, std::move(dc)});
-    return Lease{t_conns.back().dc.get(), &t_conns.back().failing, {}};
-  }
-
-  void set_timeout(unsigned ms) override { timeout_ms_.store(ms, std::memory_order_relaxed); }
+  // This thread's connection to the target, made on first use.
+  Lease acquire();
+  void set_timeout(unsigned ms) { timeout_ms_.store(ms, std::memory_order_relaxed); }
 
  private:
-  // Replaces `dc` with a new context for the target. LATE: nothing is
-  // connected here; PIDCHECK: a forked child opens its own connection;
-  // RETRY: a connection the agent closed (say, a restart) is replaced within
-  // the same operation.
-  bool renew(DcCtxPtr& dc) {
-    DcCtxPtr fresh(DC_CTX_new(target_.c_str(),
-                              DC_CTX_FLAG_PERSISTENT | DC_CTX_FLAG_PERSISTENT_PIDCHECK |
-                                  DC_CTX_FLAG_PERSISTENT_RETRY | DC_CTX_FLAG_PERSISTENT_LATE));
-    if (!fresh) {
-      log(LogLevel::error, "cannot use cache %s: %s", target_.c_str(), DC_last_new_error());
-      return false;
-    }
-    dc = std::move(fresh);
-    return true;
-  }
+  // One connection per thread per target, named by the target's id (never
+  // reused, unlike its address), with the deadline last given to it.
+  struct ThreadConn {
+    uint64_t target;
+    unsigned timeout_ms;
+    bool failing;
+    DcCtxPtr dc;
+  };
+  // A thread that outlives many targets (contexts freed and made again)
+  // keeps this many connections at most; the oldest goes first.
+  static constexpr size_t kMaxThreadConns = 16;
+  static thread_local std::vector<ThreadConn> t_conns_;
+  static inline std::atomic<uint64_t> next_id_{1};
 
-  const std::string target_;
-  std::atomic<unsigned> timeout_ms_;
+  const DcCtxPtr tmpl_;
+  std::atomic<unsigned> timeout_ms_;  // 0: the library default
+  const uint64_t id_;
+};
+
+thread_local std::vector<Target::ThreadConn> Target::t_conns_;
+
+Lease Target::acquire() {
+  unsigned want = timeout_ms_.load(std::memory_order_relaxed);
+  for (auto& c : t_conns_) {
+    if (c.target != id_) continue;
+    // A new deadline is set on the connection, never a new connection.
+    if (want != 0 && c.timeout_ms != want && DC_CTX_set_timeout(c.dc.get(), want) != 0)
+      c.timeout_ms = want;
+    return Lease{c.dc.get(), &c.failing, {}};
+  }
+  DcCtxPtr dc(DC_CTX_dup(tmpl_.get()));
+  if (!dc) return {};
+  if (want != 0) DC_CTX_set_timeout(dc.get(), want);
+  if (t_conns_.size() >= kMaxThreadConns) t_conns_.erase(t_conns_.begin());
+  t_conns_.push_back(ThreadConn{id_, want, false, std::move(dc)});
+  return Lease{t_conns_.back().dc.get(), &t_conns_.back().failing, {}};
+}
+
+namespace {
+
+// Attachments by address: their Target, shared with other attachments
+// (the shim's contexts all use one) or their own (DC_SSL_CTX_attach).
+class TargetBackend final : public Backend {
+ public:
+  explicit TargetBackend(std::shared_ptr<Target> t) : target_(std::move(t)) {}
+  Lease acquire() override { return target_->acquire(); }
+  void set_timeout(unsigned ms) override { target_->set_timeout(ms); }
+
+ private:
+  const std::shared_ptr<Target> target_;
 };
 
 // A DC_CTX the application gave us: one thread at a time, the others miss.
@@ -192,12 +205,15 @@ class SharedBackend final : public Backend {
 };
 
 // Logs a change between "reachable" and "unreachable" once per connection,
-// so a dead cache does not flood the log with one line per handshake.
+// so a dead cache does not flood the log with one line per handshake. A
+// skipped operation (the breaker is open) says nothing new.
 void note_result(Lease& l, const char* op) {
   int err = DC_CTX_last_error(l.dc);
+  if (err == DC_ERR_BACKOFF) return;
   bool outage = is_outage(err);
   if (outage && !*l.failing) {
-    log(LogLevel::error, "cache unreachable (%s: %s); handshakes continue without it", op,
+    log(LogLevel::error,
+        "cache unreachable (%s: %s); handshakes continue without it, retried after a back-off", op,
         DC_CTX_last_error_string(l.dc));
   } else if (!outage && *l.failing) {
     log(LogLevel::error, "cache reachable again");
@@ -218,7 +234,10 @@ struct Attachment {
   std::atomic<GetCb> app_get{nullptr};
   std::atomic<RemoveCb> app_remove{nullptr};
   std::atomic<bool> keep_tickets{false};
-  std::atomic<bool> app_no_ticket{false};  // the application set SSL_OP_NO_TICKET itself
+  // The policy is applied per connection by the caller (the shim), never
+  // to the context's options.
+  std::atomic<bool> per_connection{false};
+  bool app_no_ticket = false;  // SSL_OP_NO_TICKET was set before attaching
   std::atomic<unsigned long> stored{0}, store_failed{0}, hits{0}, misses{0}, removed{0};
 
   Backend* get_backend() const { return backend.load(std::memory_order_acquire); }
@@ -233,38 +252,22 @@ void free_attachment(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
   delete static_cast<Attachment*>(ptr);
 }
 
-// ex_data indexes: the SSL_CTX's attachment, and a mark on the sessions this
-// library stored or fetched (the server-side ones it may remove).
-struct Indexes {
-  int ctx = -1;
-  int sess = -1;
-};
-const Indexes& indexes() {
-  static const Indexes idx = [] {
-    Indexes i;
-    i.ctx = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, nullptr, nullptr, nullptr,
-                                    free_attachment);
-    i.sess =
-        CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL_SESSION, 0, nullptr, nullptr, nullptr, nullptr);
-    return i;
-  }();
+// The ex_data index of the attachment on SSL_CTX. Only SSL_CTX carries our
+// data: OpenSSL never duplicates a context, so no application's dup
+// callback can run because of it. SSL_SESSION objects are left untouched
+// (setting any ex_data on one makes OpenSSL call every application's dup
+// callback when it copies the session for a TLS 1.3 ticket, and stunnel's
+// crashes on a slot it never set).
+int ctx_index() {
+  static const int idx = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, nullptr, nullptr,
+                                                 nullptr, free_attachment);
   return idx;
 }
 
 Attachment* attachment(const SSL_CTX* ctx) {
-  int idx = indexes().ctx;
+  int idx = ctx_index();
   if (ctx == nullptr || idx < 0) return nullptr;
   return static_cast<Attachment*>(SSL_CTX_get_ex_data(ctx, idx));
-}
-
-void mark_server_session(SSL_SESSION* sess) {
-  int idx = indexes().sess;
-  if (idx >= 0) SSL_SESSION_set_ex_data(sess, idx, reinterpret_cast<void*>(uintptr_t{1}));
-}
-
-bool is_server_session(const SSL_SESSION* sess) {
-  int idx = indexes().sess;
-  return idx >= 0 && SSL_SESSION_get_ex_data(sess, idx) != nullptr;
 }
 
 // The context caches server-side sessions (an explicit SSL_SESS_CACHE_OFF,
@@ -273,18 +276,28 @@ bool server_mode(SSL_CTX* ctx) {
   return (SSL_CTX_get_session_cache_mode(ctx) & SSL_SESS_CACHE_SERVER) != 0;
 }
 
+bool internal_store(SSL_CTX* ctx) {
+  return (SSL_CTX_get_session_cache_mode(ctx) & SSL_SESS_CACHE_NO_INTERNAL_STORE) == 0;
+}
+
 // Per-thread buffer for encoded sessions (no allocation per handshake).
 std::vector<unsigned char>& session_buffer() {
   thread_local std::vector<unsigned char> buf(proto::kMaxSessionData);
   return buf;
 }
 
+// A session this thread took from the cache (single use) and handed to
+// OpenSSL's own single-use check, which removes it from the internal store
+// and so calls the remove callback: that call must not ask the cache again.
+thread_local const SSL_SESSION* t_taken = nullptr;
+
+}  // namespace
+
 // Lifetime to store a session for: what is left of its own timeout, clamped
 // to the protocol's range. 0 when it has already expired.
-unsigned long lifetime_ms(const SSL_SESSION* sess) {
+unsigned long lifetime_ms(const SSL_SESSION* sess, long now) {
   long timeout = SSL_SESSION_get_timeout(sess);
   long made = SSL_SESSION_get_time(sess);
-  long now = long(time(nullptr));
   long left = timeout - std::max(0L, now - made);
   if (left <= 0) return 0;
   unsigned long ms =
@@ -292,11 +305,52 @@ unsigned long lifetime_ms(const SSL_SESSION* sess) {
   return std::max<unsigned long>(ms, proto::kMinTimeoutMs);
 }
 
+namespace {
+
+// TLS 1.3 early data can be replayed: a session that lets this connection
+// accept it must be used once in the whole cluster (RFC 8446, section 8).
+bool early_data_possible(SSL* s, const SSL_SESSION* sess) {
+  return SSL_version(s) == TLS1_3_VERSION && SSL_get_max_early_data(s) > 0 &&
+         SSL_SESSION_get_max_early_data(sess) > 0;
+}
+
+// Takes the entry for `sess` out of the cache: true only when this REMOVE
+// removed it (dc_server runs operations one at a time, so of two hosts
+// offered the same ticket exactly one sees that).
+bool take(Attachment& a, const SSL_SESSION* sess) {
+  unsigned id_len = 0;
+  const unsigned char* id = SSL_SESSION_get_id(sess, &id_len);
+  Backend* b = a.get_backend();
+  Lease l = b && id_len > 0 ? b->acquire() : Lease{};
+  if (l.dc == nullptr) return false;
+  int removed = DC_CTX_remove_session(l.dc, id, id_len);
+  note_result(l, "remove");
+  log(LogLevel::debug, "session %s allows early data: %s", hex_id(id, id_len).c_str(),
+      removed == 1 ? "taken for single use" : "already used or gone: not resumed");
+  return removed == 1;
+}
+
+// After a successful take: OpenSSL's own single-use check (unless the
+// application turned it off with SSL_OP_NO_ANTI_REPLAY) removes the session
+// from the context's internal store and refuses it when it is not there;
+// with the internal store on, OpenSSL puts it there itself, and without the
+// check it would stay there for a replay on this host. So the check always
+// runs, and finds the session. The context is the connection's current one
+// (OpenSSL has no getter for the initial one a callback switched away
+// from): for such a server without SSL_OP_NO_ANTI_REPLAY, the session is
+// not resumed, which costs a full handshake and never allows a replay.
+void hand_to_single_use_check(SSL* s, SSL_SESSION* sess) {
+  SSL_CTX* ctx = SSL_get_SSL_CTX(s);
+  if (SSL_get_options(s) & SSL_OP_NO_ANTI_REPLAY) g_real.clear_options(s, SSL_OP_NO_ANTI_REPLAY);
+  if (!internal_store(ctx)) SSL_CTX_add_session(ctx, sess);
+  t_taken = sess;
+}
+
 void store(Attachment& a, SSL_SESSION* sess) {
   unsigned id_len = 0;
   const unsigned char* id = SSL_SESSION_get_id(sess, &id_len);
   if (id_len == 0 || id_len > proto::kMaxIdLen) return;
-  unsigned long ms = lifetime_ms(sess);
+  unsigned long ms = lifetime_ms(sess, long(time(nullptr)));
   if (ms == 0) return;
 
   ERR_set_mark();
@@ -325,7 +379,6 @@ void store(Attachment& a, SSL_SESSION* sess) {
   }
   int ok = DC_CTX_add_session(l.dc, id, id_len, buf.data(), unsigned(len), ms);
   note_result(l, "add");
-  mark_server_session(sess);
   if (ok) {
     a.stored++;
     log(LogLevel::debug, "stored session %s (%d bytes, %lu ms)", hex_id(id, id_len).c_str(), len,
@@ -337,7 +390,19 @@ void store(Attachment& a, SSL_SESSION* sess) {
   }
 }
 
-SSL_SESSION* fetch(Attachment& a, const unsigned char* id, unsigned id_len) {
+// Whether OpenSSL, offered `sess` by the get callback on `s`, would abort
+// the handshake instead of resuming or ignoring it: a server that verifies
+// peers with an empty session id context refuses to resume a session made
+// under that same empty context ("session id context uninitialized").
+// Anything else that does not fit (another context, version, cipher, an
+// expired session) OpenSSL itself turns into a full handshake.
+bool would_fail_handshake(SSL* s, const SSL_SESSION* sess) {
+  unsigned int sid_ctx_len = 0;
+  SSL_SESSION_get0_id_context(sess, &sid_ctx_len);
+  return (SSL_get_verify_mode(s) & SSL_VERIFY_PEER) != 0 && sid_ctx_len == 0;
+}
+
+SSL_SESSION* fetch(Attachment& a, SSL* s, const unsigned char* id, unsigned id_len) {
   if (id_len == 0 || id_len > proto::kMaxIdLen) return nullptr;
   Backend* b = a.get_backend();
   Lease l = b ? b->acquire() : Lease{};
@@ -366,14 +431,19 @@ SSL_SESSION* fetch(Attachment& a, const unsigned char* id, unsigned id_len) {
   ERR_pop_to_mark();
   unsigned got_len = 0;
   const unsigned char* got = SSL_SESSION_get_id(sess, &got_len);
-  if (got_len != id_len || std::memcmp(got, id, id_len) != 0) {
-    log(LogLevel::info, "cache returned a session with another id for %s: ignored",
-        hex_id(id, id_len).c_str());
+  const char* reject = nullptr;
+  if (got_len != id_len || std::memcmp(got, id, id_len) != 0)
+    reject = "the cache returned a session with another id";
+  else if (would_fail_handshake(s, sess))
+    reject = "it has no session id context and this server verifies peers";
+  else if (early_data_possible(s, sess) && !take(a, sess))
+    reject = "it allows early data and was used already";
+  if (reject != nullptr) {
+    log(LogLevel::info, "session %s not resumed: %s", hex_id(id, id_len).c_str(), reject);
     SSL_SESSION_free(sess);
     a.misses++;
     return nullptr;
   }
-  mark_server_session(sess);
   a.hits++;
   log(LogLevel::debug, "session %s: hit (%u bytes)", hex_id(id, id_len).c_str(), used);
   return sess;
@@ -389,37 +459,61 @@ int new_session_cb(SSL* s, SSL_SESSION* sess) {
   SSL_CTX* ctx = SSL_get_SSL_CTX(s);
   Attachment* a = attachment(ctx);
   if (a == nullptr) return 0;
-  if (SSL_is_server(s) && server_mode(ctx)) store(*a, sess);
+  if (SSL_is_server(s) && server_mode(ctx)) {
+    store(*a, sess);
+    // A session that allows early data lives only in the cluster cache, so
+    // every use of it goes through the single-use take: OpenSSL has just
+    // put it in the internal store too, where a lookup would skip the take.
+    if (SSL_SESSION_get_max_early_data(sess) > 0 && internal_store(ctx)) {
+      t_taken = sess;
+      SSL_CTX_remove_session(ctx, sess);
+      t_taken = nullptr;
+    }
+  }
   // The application's callback decides who owns the extra reference.
   NewCb app = a->app_new.load();
   return app != nullptr ? app(s, sess) : 0;
 }
 
 SSL_SESSION* get_session_cb(SSL* s, const unsigned char* id, int len, int* copy) {
+  t_taken = nullptr;
   SSL_CTX* ctx = SSL_get_SSL_CTX(s);
   Attachment* a = attachment(ctx);
   if (a == nullptr) return nullptr;
-  if (SSL_is_server(s) && server_mode(ctx) && len > 0) {
-    if (SSL_SESSION* sess = fetch(*a, id, unsigned(len))) {
+  bool ours = SSL_is_server(s) && server_mode(ctx) && len > 0;
+  if (ours) {
+    if (SSL_SESSION* sess = fetch(*a, s, id, unsigned(len))) {
+      if (early_data_possible(s, sess)) hand_to_single_use_check(s, sess);
       *copy = 0;  // a fresh session: OpenSSL takes our only reference
       return sess;
     }
   }
   GetCb app = a->app_get.load();
-  return app != nullptr ? app(s, id, len, copy) : nullptr;
+  SSL_SESSION* sess = app != nullptr ? app(s, id, len, copy) : nullptr;
+  // The application's own cache (nginx's shared cache, say) is no way
+  // around single use either: its session must be taken from ours.
+  if (sess != nullptr && ours && early_data_possible(s, sess)) {
+    if (!take(*a, sess)) {
+      if (*copy == 0) SSL_SESSION_free(sess);  // its reference was ours
+      return nullptr;
+    }
+    hand_to_single_use_check(s, sess);
+  }
+  return sess;
 }
 
 // OpenSSL also calls this when its *internal* cache drops a session (size
 // limit, expiry, SSL_CTX_free), which must not delete what other servers
 // still resume; so the cache is told only when the internal store is off
 // (SSL_SESS_CACHE_NO_INTERNAL_STORE, as nginx and Apache use), where a call
-// here can only be a real invalidation.
+// here can only be a real invalidation. Sessions with a ticket are a
+// client's (a server keeps none in its own sessions) and never ours.
 void remove_session_cb(SSL_CTX* ctx, SSL_SESSION* sess) {
   Attachment* a = attachment(ctx);
   if (a == nullptr) return;
-  long mode = SSL_CTX_get_session_cache_mode(ctx);
-  if (is_server_session(sess) && (mode & SSL_SESS_CACHE_SERVER) &&
-      (mode & SSL_SESS_CACHE_NO_INTERNAL_STORE) == SSL_SESS_CACHE_NO_INTERNAL_STORE) {
+  if (sess == t_taken) {
+    t_taken = nullptr;  // taken from the cache already
+  } else if (server_mode(ctx) && !internal_store(ctx) && !SSL_SESSION_has_ticket(sess)) {
     unsigned id_len = 0;
     const unsigned char* id = SSL_SESSION_get_id(sess, &id_len);
     Backend* b = a->get_backend();
@@ -435,28 +529,26 @@ void remove_session_cb(SSL_CTX* ctx, SSL_SESSION* sess) {
   if (app != nullptr) app(ctx, sess);
 }
 
-// Sets or clears SSL_OP_NO_TICKET as ssl_attach.h describes.
-void apply_policy(Attachment& a, SSL_CTX* ctx) {
-  bool want = a.app_no_ticket || (!a.keep_tickets && server_mode(ctx));
-  bool have = (SSL_CTX_get_options(ctx) & SSL_OP_NO_TICKET) != 0;
-  if (want && !have) g_real.set_options(ctx, SSL_OP_NO_TICKET);
-  if (!want && have) g_real.clear_options(ctx, SSL_OP_NO_TICKET);
+bool wants_no_ticket(const Attachment& a, SSL_CTX* ctx, bool server) {
+  return server && !a.keep_tickets && server_mode(ctx);
 }
 
 // Installs the state and the callbacks; `backend` replaces any earlier one.
-bool install(SSL_CTX* ctx, std::unique_ptr<Backend> backend, bool keep_tickets, bool only_if_new) {
-  const Indexes& idx = indexes();
-  if (idx.ctx < 0 || idx.sess < 0) return fail("OpenSSL could not allocate ex_data indexes");
+// Unless per_connection, the ticket policy goes on the context's options
+// (DC_SSL_CTX_attach: contexts of programs that attach are servers).
+bool install(SSL_CTX* ctx, std::unique_ptr<Backend> backend, bool keep_tickets,
+             bool per_connection) {
+  int idx = ctx_index();
+  if (idx < 0) return fail("OpenSSL could not allocate an ex_data index");
   Attachment* a = attachment(ctx);
-  if (a != nullptr && only_if_new) return true;
   if (a == nullptr) {
     auto fresh = std::make_unique<Attachment>();
     // Keep what the application installed, for client-side sessions.
-    fresh->app_new = SSL_CTX_sess_get_new_cb(ctx);
-    fresh->app_get = SSL_CTX_sess_get_get_cb(ctx);
-    fresh->app_remove = SSL_CTX_sess_get_remove_cb(ctx);
+    fresh->app_new = g_real.sess_get_new_cb(ctx);
+    fresh->app_get = g_real.sess_get_get_cb(ctx);
+    fresh->app_remove = g_real.sess_get_remove_cb(ctx);
     fresh->app_no_ticket = (SSL_CTX_get_options(ctx) & SSL_OP_NO_TICKET) != 0;
-    if (!SSL_CTX_set_ex_data(ctx, idx.ctx, fresh.get())) {
+    if (!SSL_CTX_set_ex_data(ctx, idx, fresh.get())) {
       ERR_clear_error();
       return fail("SSL_CTX_set_ex_data failed");
     }
@@ -464,10 +556,16 @@ bool install(SSL_CTX* ctx, std::unique_ptr<Backend> backend, bool keep_tickets, 
   }
   a->set_backend(std::move(backend));
   a->keep_tickets = keep_tickets;
+  a->per_connection = per_connection;
   g_real.sess_set_new_cb(ctx, new_session_cb);
   g_real.sess_set_get_cb(ctx, get_session_cb);
   g_real.sess_set_remove_cb(ctx, remove_session_cb);
-  apply_policy(*a, ctx);
+  if (!per_connection) {
+    if (wants_no_ticket(*a, ctx, true))
+      SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    else if (!a->app_no_ticket)
+      SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
+  }
   return true;
 }
 
@@ -479,7 +577,9 @@ void set_real_fns(const RealFns& fns) {
   if (fns.sess_set_new_cb) g_real.sess_set_new_cb = fns.sess_set_new_cb;
   if (fns.sess_set_get_cb) g_real.sess_set_get_cb = fns.sess_set_get_cb;
   if (fns.sess_set_remove_cb) g_real.sess_set_remove_cb = fns.sess_set_remove_cb;
-  if (fns.set_options) g_real.set_options = fns.set_options;
+  if (fns.sess_get_new_cb) g_real.sess_get_new_cb = fns.sess_get_new_cb;
+  if (fns.sess_get_get_cb) g_real.sess_get_get_cb = fns.sess_get_get_cb;
+  if (fns.sess_get_remove_cb) g_real.sess_get_remove_cb = fns.sess_get_remove_cb;
   if (fns.clear_options) g_real.clear_options = fns.clear_options;
 }
 
@@ -502,20 +602,25 @@ void set_log(LogFn fn, LogLevel max) {
   g_log_max = max;
 }
 
-bool attach_target(SSL_CTX* ctx, const TargetOptions& opt, bool only_if_new, std::string& err) {
-  if (only_if_new && attachment(ctx) != nullptr) return true;
-  if (!opt.validated) {
-    // Check the address now, without connecting, so that a typo is reported
-    // at start-up and not as a miss on every handshake.
-    DcCtxPtr probe(
-        DC_CTX_new(opt.target.c_str(), DC_CTX_FLAG_PERSISTENT | DC_CTX_FLAG_PERSISTENT_LATE));
-    if (!probe) {
-      err = DC_last_new_error();
-      return false;
-    }
+std::shared_ptr<Target> make_target(const std::string& addr, unsigned timeout_ms,
+                                    std::string& err) {
+  // Parsed and resolved here, once; nothing is connected (LATE). PIDCHECK:
+  // a forked child opens its own connection; RETRY: a connection the agent
+  // closed (say, a restart) is replaced within the same operation.
+  DcCtxPtr tmpl(DC_CTX_new(addr.c_str(), DC_CTX_FLAG_PERSISTENT | DC_CTX_FLAG_PERSISTENT_PIDCHECK |
+                                             DC_CTX_FLAG_PERSISTENT_RETRY |
+                                             DC_CTX_FLAG_PERSISTENT_LATE | DC_CTX_FLAG_NO_ENV));
+  if (!tmpl) {
+    err = DC_last_new_error();
+    return nullptr;
   }
-  if (!install(ctx, std::make_unique<TargetBackend>(opt.target, opt.timeout_ms), opt.keep_tickets,
-               only_if_new)) {
+  return std::make_shared<Target>(std::move(tmpl), timeout_ms);
+}
+
+bool attach_shared(SSL_CTX* ctx, std::shared_ptr<Target> target, bool keep_tickets,
+                   std::string& err) {
+  if (attachment(ctx) != nullptr) return true;
+  if (!install(ctx, std::make_unique<TargetBackend>(std::move(target)), keep_tickets, true)) {
     err = t_last_error;
     return false;
   }
@@ -543,21 +648,46 @@ bool set_app_remove_cb(SSL_CTX* ctx, RemoveCb cb) {
   return true;
 }
 
+bool get_app_new_cb(SSL_CTX* ctx, NewCb& cb) {
+  Attachment* a = attachment(ctx);
+  if (a == nullptr) return false;
+  cb = a->app_new;
+  return true;
+}
+
+bool get_app_get_cb(SSL_CTX* ctx, GetCb& cb) {
+  Attachment* a = attachment(ctx);
+  if (a == nullptr) return false;
+  cb = a->app_get;
+  return true;
+}
+
+bool get_app_remove_cb(SSL_CTX* ctx, RemoveCb& cb) {
+  Attachment* a = attachment(ctx);
+  if (a == nullptr) return false;
+  cb = a->app_remove;
+  return true;
+}
+
 bool is_attached(const SSL_CTX* ctx) {
   return attachment(ctx) != nullptr;
 }
 
-bool forces_no_ticket(const SSL_CTX* ctx) {
-  Attachment* a = attachment(ctx);
-  return a != nullptr && !a->keep_tickets;
+bool policy_wants_no_ticket(SSL_CTX* ctx, bool server) {
+  const Attachment* a = attachment(ctx);
+  return a != nullptr && wants_no_ticket(*a, ctx, server);
 }
 
-void note_app_ticket_option(SSL_CTX* ctx, bool no_ticket) {
-  if (Attachment* a = attachment(ctx)) a->app_no_ticket = no_ticket;
-}
-
-void apply_ticket_policy(SSL_CTX* ctx) {
-  if (Attachment* a = attachment(ctx)) apply_policy(*a, ctx);
+void apply_ticket_policy(SSL* s, bool server) {
+  SSL_CTX* ctx = SSL_get_SSL_CTX(s);
+  const Attachment* a = attachment(ctx);
+  if (a == nullptr) return;
+  bool have = (SSL_get_options(s) & SSL_OP_NO_TICKET) != 0;
+  if (wants_no_ticket(*a, ctx, server)) {
+    if (!have) SSL_set_options(s, SSL_OP_NO_TICKET);
+  } else if (have && (SSL_CTX_get_options(ctx) & SSL_OP_NO_TICKET) == 0) {
+    g_real.clear_options(s, SSL_OP_NO_TICKET);
+  }
 }
 
 }  // namespace dc::ssl
@@ -570,12 +700,15 @@ extern "C" {
 
 int DC_SSL_CTX_attach(SSL_CTX* ctx, const char* target, unsigned int flags) {
   if (ctx == nullptr || target == nullptr) return fail("DC_SSL_CTX_attach: NULL argument");
-  TargetOptions opt;
-  opt.target = target;
-  opt.keep_tickets = (flags & DC_SSL_FLAG_KEEP_TICKETS) != 0;
+  // Each attachment by address has its own target (deadline, per-thread
+  // connections), resolved once, here.
   std::string err;
-  if (!attach_target(ctx, opt, false, err)) return fail(err.c_str());
-  return 1;
+  std::shared_ptr<Target> t = make_target(target, 0, err);
+  if (!t) return fail(err.c_str());
+  return install(ctx, std::make_unique<TargetBackend>(std::move(t)),
+                 (flags & DC_SSL_FLAG_KEEP_TICKETS) != 0, false)
+             ? 1
+             : 0;
 }
 
 int DC_SSL_CTX_attach_ctx(SSL_CTX* ctx, DC_CTX* dc, unsigned int flags) {
@@ -600,8 +733,8 @@ int DC_SSL_CTX_detach(SSL_CTX* ctx) {
   g_real.sess_set_new_cb(ctx, a->app_new.load());
   g_real.sess_set_get_cb(ctx, a->app_get.load());
   g_real.sess_set_remove_cb(ctx, a->app_remove.load());
-  if (!a->app_no_ticket) g_real.clear_options(ctx, SSL_OP_NO_TICKET);
-  SSL_CTX_set_ex_data(ctx, indexes().ctx, nullptr);
+  if (!a->app_no_ticket && !a->per_connection) SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
+  SSL_CTX_set_ex_data(ctx, ctx_index(), nullptr);
   delete a;
   return 1;
 }

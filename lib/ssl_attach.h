@@ -1,17 +1,18 @@
 // Internal interface of libdistcache_ssl for the LD_PRELOAD shim: the parts
 // of the OpenSSL glue that the public C API (dc_ssl.h) does not expose.
 //
-// The shim interposes OpenSSL's callback setters, so the glue must not call
-// them through the dynamic linker (it would call the shim's own
-// interposers): it calls them through a table of function pointers that the
-// shim fills with the real functions (dlsym(RTLD_NEXT, ...)) before the first
-// attach. Applications that use dc_ssl.h never touch this file.
+// The shim interposes OpenSSL's callback setters and getters, so the glue
+// must not call them through the dynamic linker (it would call the shim's
+// own interposers): it calls them through a table of function pointers that
+// the shim fills with the real functions (dlsym(RTLD_NEXT, ...)) before the
+// first attach. Applications that use dc_ssl.h never touch this file.
 #pragma once
 
 #include <distcache/dc_client.h>
 #include <openssl/ssl.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace dc::ssl {
@@ -25,8 +26,10 @@ struct RealFns {
   void (*sess_set_new_cb)(SSL_CTX*, NewCb) = nullptr;
   void (*sess_set_get_cb)(SSL_CTX*, GetCb) = nullptr;
   void (*sess_set_remove_cb)(SSL_CTX*, RemoveCb) = nullptr;
-  uint64_t (*set_options)(SSL_CTX*, uint64_t) = nullptr;
-  uint64_t (*clear_options)(SSL_CTX*, uint64_t) = nullptr;
+  NewCb (*sess_get_new_cb)(SSL_CTX*) = nullptr;
+  GetCb (*sess_get_get_cb)(SSL_CTX*) = nullptr;
+  RemoveCb (*sess_get_remove_cb)(SSL_CTX*) = nullptr;
+  uint64_t (*clear_options)(SSL*, uint64_t) = nullptr;
 };
 
 // Replaces the functions the glue calls (a null member keeps OpenSSL's own).
@@ -41,45 +44,57 @@ using LogFn = void (*)(LogLevel level, const char* line);
 // before the first attach.
 void set_log(LogFn fn, LogLevel max);
 
-// How an attachment by address reaches the cache.
-struct TargetOptions {
-  std::string target;         // an address, as for DC_CTX_new
-  unsigned timeout_ms = 0;    // per-operation deadline; 0 keeps the library default
-  bool keep_tickets = false;  // DC_SSL_FLAG_KEEP_TICKETS
-  bool validated = false;     // the caller already checked `target` (skip the check)
-};
+// A cache address, parsed and resolved once (never again on a handshake),
+// with the deadline of its operations. Every thread that runs callbacks for
+// attachments sharing one Target gets one connection to it.
+class Target;
 
-// Attaches the cache at opt.target to ctx (see DC_SSL_CTX_attach). When
-// `only_if_new` is set and ctx is already attached, leaves it alone and
-// returns true (an interposer may see the same context twice: SSL_CTX_new
-// calls SSL_CTX_new_ex). Unless opt.validated, the address is checked first
-// (parsed and resolved, not connected). Returns false with `err` set when it
-// is malformed.
-bool attach_target(SSL_CTX* ctx, const TargetOptions& opt, bool only_if_new, std::string& err);
+// Makes a Target for `addr` (as for DC_CTX_new; the environment is not
+// read). timeout_ms 0 keeps the library default. Returns null with `err`
+// set when the address is malformed or cannot be resolved.
+std::shared_ptr<Target> make_target(const std::string& addr, unsigned timeout_ms, std::string& err);
 
-// Records the application's callback for an attached context, to be chained
-// for the sessions the cache does not handle. Returns false (recording
-// nothing) when ctx is not attached; the caller then calls the real setter.
+// Attaches `target` to ctx unless ctx is attached already (an interposer
+// may see one context twice: SSL_CTX_new calls SSL_CTX_new_ex). The ticket
+// policy is left to the caller, per connection (apply_ticket_policy).
+// Returns false with `err` set on failure.
+bool attach_shared(SSL_CTX* ctx, std::shared_ptr<Target> target, bool keep_tickets,
+                   std::string& err);
+
+// The application's session callbacks of an attached context: the setters
+// record the callback, to be chained for the sessions the cache does not
+// handle, and return false (recording nothing) when ctx is not attached;
+// the getters return the application's callback, or false when ctx is not
+// attached. The caller uses the real function when they return false.
 bool set_app_new_cb(SSL_CTX* ctx, NewCb cb);
 bool set_app_get_cb(SSL_CTX* ctx, GetCb cb);
 bool set_app_remove_cb(SSL_CTX* ctx, RemoveCb cb);
+bool get_app_new_cb(SSL_CTX* ctx, NewCb& cb);
+bool get_app_get_cb(SSL_CTX* ctx, GetCb& cb);
+bool get_app_remove_cb(SSL_CTX* ctx, RemoveCb& cb);
 
 // True when ctx has a cache attached.
 bool is_attached(const SSL_CTX* ctx);
 
-// True when ctx is attached with the default (stateful) ticket policy.
-bool forces_no_ticket(const SSL_CTX* ctx);
+// The ticket policy, decided in one place: whether a connection on ctx in
+// the given role must have SSL_OP_NO_TICKET, that is, the stateful policy
+// applies, the connection is a server and its context caches server
+// sessions (a context with caching off keeps the application's tickets).
+// The application's own SSL_OP_NO_TICKET is never removed by the glue.
+bool policy_wants_no_ticket(SSL_CTX* ctx, bool server);
 
-// Ticket policy for interposers. SSL_OP_NO_TICKET ends up set when the
-// application asked for it itself, or when the stateful policy applies and
-// the context caches server sessions (its cache mode has
-// SSL_SESS_CACHE_SERVER); an application that turns session caching off
-// gets its own ticket settings back. note_app_ticket_option records the
-// application's own wish (from its set/clear_options calls); apply_ticket_policy
-// sets or clears the option accordingly (call it after the application
-// changed the options or the cache mode). Both do nothing on a context that
-// is not attached.
-void note_app_ticket_option(SSL_CTX* ctx, bool no_ticket);
-void apply_ticket_policy(SSL_CTX* ctx);
+// Applies the policy to connection `s` in the given role: when the
+// connection is created (role: SSL_is_server) and when its role becomes
+// known (SSL_set_connect_state, SSL_connect, SSL_set_accept_state). Sets
+// SSL_OP_NO_TICKET where policy_wants_no_ticket, and takes it away from a
+// client connection whose context does not have it (only the glue had put
+// it there), so client handshakes are exactly the application's. Does
+// nothing on connections of unattached contexts.
+void apply_ticket_policy(SSL* s, bool server);
+
+// The lifetime a session is stored for, in milliseconds: what is left of
+// its own timeout at `now` (seconds since the epoch), clamped to the
+// protocol's 500 ms .. 7 days; 0 when it has expired.
+unsigned long lifetime_ms(const SSL_SESSION* sess, long now);
 
 }  // namespace dc::ssl

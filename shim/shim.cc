@@ -2,15 +2,17 @@
 // session cache when loaded with LD_PRELOAD and DC_CACHE_ADDR set.
 //
 // It interposes SSL_CTX_new / SSL_CTX_new_ex (to attach the cache to every
-// context that can act as a server) and the later calls that could undo that
-// work: the session callback setters (the application's callbacks are
-// recorded and chained instead of replacing ours), SSL_CTX_clear_options and
-// SSL_clear_options (SSL_OP_NO_TICKET stays set under the default ticket
-// policy; SSL_CTX_set_options records the application's own wish), and
-// SSL_CTX_ctrl (the cache mode: the callbacks respect SSL_SESS_CACHE_OFF, and
-// the ticket policy gives the application its own ticket settings back when
-// it turns caching off). The real functions
-// come from dlsym(RTLD_NEXT, ...); shim.map exports only these symbols.
+// context that can act as a server), the session callback setters and
+// getters (the application's callbacks are recorded and chained instead of
+// replacing ours, and the getters still return them), and the calls that
+// make a connection or fix its role (SSL_new, SSL_set_connect_state,
+// SSL_connect, SSL_set_accept_state, SSL_clear_options): the ticket policy
+// is applied per connection, to server connections only, so a context
+// that also makes client connections (TLS_method: nginx upstreams, Python,
+// curl) keeps its options and its clients keep their tickets. SSL_CTX_ctrl
+// is watched for the cache mode: the callbacks respect SSL_SESS_CACHE_OFF,
+// and the operator is told once. The real functions come from
+// dlsym(RTLD_NEXT, ...); shim.map exports only these symbols.
 //
 // With DC_CACHE_ADDR unset (or empty) every interposer only forwards to the
 // real function. Nothing here can fail the host's start-up: a malformed
@@ -21,11 +23,13 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -49,12 +53,17 @@ struct Real {
   SSL_CTX* (*ctx_new)(const SSL_METHOD*) = nullptr;
   SSL_CTX* (*ctx_new_ex)(OSSL_LIB_CTX*, const char*, const SSL_METHOD*) = nullptr;
   long (*ctx_ctrl)(SSL_CTX*, int, long, void*) = nullptr;
-  uint64_t (*ctx_set_options)(SSL_CTX*, uint64_t) = nullptr;
-  uint64_t (*ctx_clear_options)(SSL_CTX*, uint64_t) = nullptr;
+  SSL* (*ssl_new)(SSL_CTX*) = nullptr;
+  void (*set_connect_state)(SSL*) = nullptr;
+  void (*set_accept_state)(SSL*) = nullptr;
+  int (*connect)(SSL*) = nullptr;
   uint64_t (*clear_options)(SSL*, uint64_t) = nullptr;
   void (*set_new_cb)(SSL_CTX*, ssl::NewCb) = nullptr;
   void (*set_get_cb)(SSL_CTX*, ssl::GetCb) = nullptr;
   void (*set_remove_cb)(SSL_CTX*, ssl::RemoveCb) = nullptr;
+  ssl::NewCb (*get_new_cb)(SSL_CTX*) = nullptr;
+  ssl::GetCb (*get_get_cb)(SSL_CTX*) = nullptr;
+  ssl::RemoveCb (*get_remove_cb)(SSL_CTX*) = nullptr;
 };
 
 template <typename F>
@@ -74,12 +83,17 @@ const Real& real() {
     resolve(x.ctx_new, "SSL_CTX_new");
     resolve(x.ctx_new_ex, "SSL_CTX_new_ex");
     resolve(x.ctx_ctrl, "SSL_CTX_ctrl");
-    resolve(x.ctx_set_options, "SSL_CTX_set_options");
-    resolve(x.ctx_clear_options, "SSL_CTX_clear_options");
+    resolve(x.ssl_new, "SSL_new");
+    resolve(x.set_connect_state, "SSL_set_connect_state");
+    resolve(x.set_accept_state, "SSL_set_accept_state");
+    resolve(x.connect, "SSL_connect");
     resolve(x.clear_options, "SSL_clear_options");
     resolve(x.set_new_cb, "SSL_CTX_sess_set_new_cb");
     resolve(x.set_get_cb, "SSL_CTX_sess_set_get_cb");
     resolve(x.set_remove_cb, "SSL_CTX_sess_set_remove_cb");
+    resolve(x.get_new_cb, "SSL_CTX_sess_get_new_cb");
+    resolve(x.get_get_cb, "SSL_CTX_sess_get_get_cb");
+    resolve(x.get_remove_cb, "SSL_CTX_sess_get_remove_cb");
     return x;
   }();
   return r;
@@ -89,7 +103,9 @@ const Real& real() {
 
 struct Config {
   bool enabled = false;
-  ssl::TargetOptions opt;
+  std::shared_ptr<ssl::Target> target;  // every context of the process uses it
+  unsigned timeout_ms = 0;              // 0: the library default
+  bool keep_tickets = false;
   LogLevel log = LogLevel::error;
 };
 
@@ -167,49 +183,47 @@ Config load_config() {
   if (const char* v = getenv("DC_CACHE_TIMEOUT_MS"); v != nullptr && *v != '\0') {
     unsigned long ms = 0;
     if (parse_uint(v, 60000, ms) && ms >= 1) {
-      c.opt.timeout_ms = unsigned(ms);
+      c.timeout_ms = unsigned(ms);
     } else {
       config_error("DC_CACHE_TIMEOUT_MS='%s' is not a number of milliseconds in 1..60000; using %d",
                    v, DC_DEFAULT_OP_TIMEOUT_MS);
-      // DC_CTX_new reads this variable too and refuses a malformed value;
-      // the shim promises a default instead. This runs at the host's first
-      // SSL_CTX_new, during its configuration, before it starts threads.
-      unsetenv("DC_CACHE_TIMEOUT_MS");
     }
   }
 
   if (const char* v = getenv("DC_CACHE_TICKETS"); v != nullptr && *v != '\0') {
     std::string_view s = v;
     if (s == "stateful")
-      c.opt.keep_tickets = false;
+      c.keep_tickets = false;
     else if (s == "keep")
-      c.opt.keep_tickets = true;
+      c.keep_tickets = true;
     else
       config_error("DC_CACHE_TICKETS='%s' is not stateful or keep; using stateful", v);
   }
 
-  c.opt.target = addr;
-  // Validate the address once, here, so a typo is one line at start-up.
-  DC_CTX* probe = DC_CTX_new(addr, DC_CTX_FLAG_PERSISTENT | DC_CTX_FLAG_PERSISTENT_LATE);
-  if (probe == nullptr) {
-    config_error("DC_CACHE_ADDR='%s': %s; distributed cache disabled", addr, DC_last_new_error());
+  // The address is parsed and resolved once, here (during the host's
+  // configuration, at its first SSL_CTX_new), never on a handshake; a typo
+  // is one line at start-up.
+  std::string err;
+  c.target = ssl::make_target(addr, c.timeout_ms, err);
+  if (!c.target) {
+    config_error("DC_CACHE_ADDR='%s': %s; distributed cache disabled", addr, err.c_str());
     return c;
   }
-  DC_CTX_free(probe);
-  c.opt.validated = true;
 
   ssl::RealFns fns;
   fns.sess_set_new_cb = real().set_new_cb;
   fns.sess_set_get_cb = real().set_get_cb;
   fns.sess_set_remove_cb = real().set_remove_cb;
-  fns.set_options = real().ctx_set_options;
-  fns.clear_options = real().ctx_clear_options;
+  fns.sess_get_new_cb = real().get_new_cb;
+  fns.sess_get_get_cb = real().get_get_cb;
+  fns.sess_get_remove_cb = real().get_remove_cb;
+  fns.clear_options = real().clear_options;
   ssl::set_real_fns(fns);
   ssl::set_log(log_sink, c.log);
   c.enabled = true;
   log(LogLevel::info, "distributed cache %s, tickets %s, timeout %u ms", addr,
-      c.opt.keep_tickets ? "keep" : "stateful",
-      c.opt.timeout_ms ? c.opt.timeout_ms : unsigned(DC_DEFAULT_OP_TIMEOUT_MS));
+      c.keep_tickets ? "keep" : "stateful",
+      c.timeout_ms ? c.timeout_ms : unsigned(DC_DEFAULT_OP_TIMEOUT_MS));
   return c;
 }
 
@@ -249,7 +263,7 @@ void on_new_ctx(SSL_CTX* ctx, const SSL_METHOD* meth) {
   if (!c.enabled || ctx == nullptr || client_only(meth) || ssl::is_attached(ctx)) return;
   std::string err;
   // SSL_CTX_new may call SSL_CTX_new_ex through the interposer: attach once.
-  if (!ssl::attach_target(ctx, c.opt, true, err)) {
+  if (!ssl::attach_shared(ctx, c.target, c.keep_tickets, err)) {
     log(LogLevel::error, "cache not attached to a context: %s", err.c_str());
     return;
   }
@@ -276,59 +290,67 @@ DC_SHIM_EXPORT SSL_CTX* SSL_CTX_new_ex(OSSL_LIB_CTX* libctx, const char* propq,
 }
 
 // Passes every control through. SSL_CTX_set_session_cache_mode is a macro
-// over this: the callbacks respect whatever mode the application sets (an
-// explicit SSL_SESS_CACHE_OFF included); the ticket policy follows it.
+// over this: the callbacks respect whatever mode the application sets.
+// Turning caching off is what the application asked for, but usually not
+// what the operator wants with a distributed cache: said once per process.
 DC_SHIM_EXPORT long SSL_CTX_ctrl(SSL_CTX* ctx, int cmd, long larg, void* parg) {
   long r = real().ctx_ctrl(ctx, cmd, larg, parg);
   if (cmd == SSL_CTRL_SET_SESS_CACHE_MODE && config().enabled && ssl::is_attached(ctx)) {
-    if ((larg & SSL_SESS_CACHE_SERVER) == 0) {
-      log(LogLevel::info,
-          "SSL_CTX %p: the application turned server session caching off (mode 0x%lx); respected",
-          static_cast<void*>(ctx), larg);
+    static std::atomic<bool> told{false};
+    if (larg == SSL_SESS_CACHE_OFF && !told.exchange(true)) {
+      log(LogLevel::error,
+          "the application turned session caching off (SSL_SESS_CACHE_OFF): its sessions are not "
+          "shared; enable its session cache (Apache: SSLSessionCache shmcb:..., lighttpd: "
+          "ssl.session-cache) to use the distributed cache");
     } else {
       log(LogLevel::debug, "SSL_CTX %p: application set session cache mode 0x%lx",
           static_cast<void*>(ctx), larg);
     }
-    ssl::apply_ticket_policy(ctx);
   }
   return r;
 }
 
-// The application's own SSL_OP_NO_TICKET is recorded, so that the ticket
-// policy can give it back when caching is turned off.
-DC_SHIM_EXPORT uint64_t SSL_CTX_set_options(SSL_CTX* ctx, uint64_t op) {
-  uint64_t r = real().ctx_set_options(ctx, op);
-  if ((op & SSL_OP_NO_TICKET) != 0 && config().enabled) ssl::note_app_ticket_option(ctx, true);
-  return r;
+// A new connection: the ticket policy in its initial role (a context made
+// with TLS_method or a server method makes server connections until told
+// otherwise).
+DC_SHIM_EXPORT SSL* SSL_new(SSL_CTX* ctx) {
+  SSL* s = real().ssl_new(ctx);
+  if (s != nullptr && config().enabled) ssl::apply_ticket_policy(s, SSL_is_server(s) != 0);
+  return s;
 }
 
-// Under the stateful policy SSL_OP_NO_TICKET stays set while the context
-// caches server sessions, whatever the application clears.
-DC_SHIM_EXPORT uint64_t SSL_CTX_clear_options(SSL_CTX* ctx, uint64_t op) {
-  uint64_t r = real().ctx_clear_options(ctx, op);
-  if ((op & SSL_OP_NO_TICKET) != 0 && config().enabled && ssl::is_attached(ctx)) {
-    ssl::note_app_ticket_option(ctx, false);
-    ssl::apply_ticket_policy(ctx);
-    r = SSL_CTX_get_options(ctx);
-    if ((r & SSL_OP_NO_TICKET) != 0) {
-      log(LogLevel::debug, "SSL_CTX %p: kept SSL_OP_NO_TICKET (DC_CACHE_TICKETS=stateful)",
-          static_cast<void*>(ctx));
-    }
-  }
-  return r;
+DC_SHIM_EXPORT void SSL_set_connect_state(SSL* s) {
+  real().set_connect_state(s);
+  if (config().enabled) ssl::apply_ticket_policy(s, false);
 }
 
+DC_SHIM_EXPORT void SSL_set_accept_state(SSL* s) {
+  real().set_accept_state(s);
+  if (config().enabled) ssl::apply_ticket_policy(s, true);
+}
+
+// SSL_connect makes a connection without a role a client (it calls
+// SSL_set_connect_state inside OpenSSL, where no interposer sees it).
+DC_SHIM_EXPORT int SSL_connect(SSL* s) {
+  if (config().enabled && SSL_in_before(s)) ssl::apply_ticket_policy(s, false);
+  return real().connect(s);
+}
+
+// Under the stateful policy SSL_OP_NO_TICKET stays set on a server
+// connection whose context caches server sessions.
 DC_SHIM_EXPORT uint64_t SSL_clear_options(SSL* s, uint64_t op) {
-  SSL_CTX* ctx = SSL_get_SSL_CTX(s);
-  if ((op & SSL_OP_NO_TICKET) != 0 && config().enabled && ssl::forces_no_ticket(ctx) &&
-      (SSL_CTX_get_options(ctx) & SSL_OP_NO_TICKET) != 0) {
-    op &= ~uint64_t{SSL_OP_NO_TICKET};  // per connection, like the context
+  if ((op & SSL_OP_NO_TICKET) != 0 && config().enabled && SSL_is_server(s) &&
+      ssl::policy_wants_no_ticket(SSL_get_SSL_CTX(s), true)) {
+    log(LogLevel::debug, "SSL %p: kept SSL_OP_NO_TICKET (DC_CACHE_TICKETS=stateful)",
+        static_cast<void*>(s));
+    op &= ~uint64_t{SSL_OP_NO_TICKET};
   }
   return real().clear_options(s, op);
 }
 
 // The application's session callbacks: recorded and chained on an attached
-// context (ours stay installed), installed as usual on any other.
+// context (ours stay installed), installed as usual on any other; the
+// getters give the application back what it set, never ours.
 DC_SHIM_EXPORT void SSL_CTX_sess_set_new_cb(SSL_CTX* ctx, ssl::NewCb cb) {
   if (!config().enabled || !ssl::set_app_new_cb(ctx, cb)) real().set_new_cb(ctx, cb);
 }
@@ -339,4 +361,19 @@ DC_SHIM_EXPORT void SSL_CTX_sess_set_get_cb(SSL_CTX* ctx, ssl::GetCb cb) {
 
 DC_SHIM_EXPORT void SSL_CTX_sess_set_remove_cb(SSL_CTX* ctx, ssl::RemoveCb cb) {
   if (!config().enabled || !ssl::set_app_remove_cb(ctx, cb)) real().set_remove_cb(ctx, cb);
+}
+
+DC_SHIM_EXPORT ssl::NewCb SSL_CTX_sess_get_new_cb(SSL_CTX* ctx) {
+  ssl::NewCb cb = nullptr;
+  return config().enabled && ssl::get_app_new_cb(ctx, cb) ? cb : real().get_new_cb(ctx);
+}
+
+DC_SHIM_EXPORT ssl::GetCb SSL_CTX_sess_get_get_cb(SSL_CTX* ctx) {
+  ssl::GetCb cb = nullptr;
+  return config().enabled && ssl::get_app_get_cb(ctx, cb) ? cb : real().get_get_cb(ctx);
+}
+
+DC_SHIM_EXPORT ssl::RemoveCb SSL_CTX_sess_get_remove_cb(SSL_CTX* ctx) {
+  ssl::RemoveCb cb = nullptr;
+  return config().enabled && ssl::get_app_remove_cb(ctx, cb) ? cb : real().get_remove_cb(ctx);
 }

@@ -9,12 +9,20 @@
  * Addresses: "UNIX:/path", "IP:port", "IP:host:port", "IP:[v6]:port".
  *
  * Every operation is bounded by a deadline (DC_CTX_set_timeout) covering
- * connect, send and receive, and fails at once, without touching the network,
- * while a back-off after a failed connect runs (DC_CTX_set_backoff). Without
+ * connect, send and receive. A circuit breaker keeps a sick cache cheap: an
+ * operation that could not reach the cache or get its answer in time (a
+ * failed connect, a timeout, a broken connection, a protocol error, or the
+ * agent's DISCONNECTED answer) opens it for a back-off period
+ * (DC_CTX_set_backoff), during which every operation fails at once without
+ * touching the network; the first operation after it is the probe that
+ * closes it again or reopens it. A request whose deadline passed keeps its
+ * persistent connection: its late answer is recognised by its uid and
+ * dropped, so a slow cache costs no reconnect. Without
  * DC_CTX_FLAG_PERSISTENT each operation opens and closes its own connection.
- * A DC_CTX is not thread-safe: use one per thread. Separate DC_CTX never
- * share state. No function aborts or raises a signal on bad input; SIGPIPE
- * is never raised (MSG_NOSIGNAL).
+ * A DC_CTX may be shared by threads (each operation holds the context's own
+ * lock, so they take turns); one per thread avoids the waiting. Separate
+ * DC_CTX never share state. No function aborts or raises a signal on bad
+ * input; SIGPIPE is never raised (MSG_NOSIGNAL).
  */
 #ifndef DISTCACHE_DC_CLIENT_H
 #define DISTCACHE_DC_CLIENT_H
@@ -52,7 +60,8 @@ typedef struct st_DC_CTX DC_CTX;
 /* Creates a context for the cache at `target`. The address is parsed and
  * resolved here, once. The deadline of operations is DC_DEFAULT_OP_TIMEOUT_MS
  * or, when set, DC_CACHE_TIMEOUT_MS from the environment (so that programs
- * written for 1.x can lengthen it; a malformed value fails creation).
+ * written for 1.x can lengthen it; a malformed value fails creation), unless
+ * `flags` has DC_CTX_FLAG_NO_ENV.
  * Returns NULL when the address is malformed or cannot be resolved, or
  * (PERSISTENT without LATE) the first connection fails; DC_last_new_error()
  * then says why. */
@@ -98,19 +107,23 @@ DC_EXPORT int DC_CTX_has_session(DC_CTX *ctx, const unsigned char *id_data, unsi
 
 /* Default deadline of one operation (connect + send + receive), in ms. */
 #define DC_DEFAULT_OP_TIMEOUT_MS 100
-/* Default back-off after a failure to connect, in ms. */
+/* Default back-off (circuit breaker open) after a failed operation, in ms. */
 #define DC_DEFAULT_BACKOFF_MS 1000
+/* DC_CTX_new flag: do not read DC_CACHE_TIMEOUT_MS from the environment
+ * (libraries that take their settings elsewhere). */
+#define DC_CTX_FLAG_NO_ENV 0x0100
 
 /* Error codes of DC_CTX_last_error(). */
 #define DC_ERR_NONE 0         /* the last operation succeeded (or was a plain miss) */
 #define DC_ERR_ARGUMENT 1     /* a bad argument: NULL, id or data length, timeout */
 #define DC_ERR_CONNECT 2      /* the cache could not be reached */
-#define DC_ERR_BACKOFF 3      /* skipped: a recent connect failure, back-off running */
+#define DC_ERR_BACKOFF 3      /* skipped: a recent failure, back-off (breaker open) running */
 #define DC_ERR_TIMEOUT 4      /* the operation's deadline passed */
 #define DC_ERR_IO 5           /* the connection broke while sending or receiving */
 #define DC_ERR_PROTOCOL 6     /* the peer sent something that is not the protocol */
-#define DC_ERR_REFUSED 7      /* the cache answered, but refused (ADD status, DISCONNECTED) */
+#define DC_ERR_REFUSED 7      /* the cache answered, but refused (ADD status) */
 #define DC_ERR_ADDRESS 8      /* the address is malformed or cannot be resolved */
+#define DC_ERR_DISCONNECTED 9 /* the agent answered DISCONNECTED: no server, or none in time */
 
 /* Like DC_CTX_new, with the address from DC_CACHE_ADDR and, when set, the
  * per-operation deadline from DC_CACHE_TIMEOUT_MS (1..60000). Returns NULL
@@ -124,13 +137,22 @@ DC_EXPORT const char *DC_last_new_error(void);
  * and receive. Returns non-zero on success, zero (nothing changed) when out
  * of range or ctx is NULL. */
 DC_EXPORT int DC_CTX_set_timeout(DC_CTX *ctx, unsigned int msecs);
-/* Sets the back-off after a connect failure (0..600000 ms; 0 disables it).
- * It applies at once, also to a back-off already running (which then ends
- * `msecs` after its failed connect). Returns non-zero on success. */
+/* Sets the back-off after a failed operation (0..600000 ms; 0 disables the
+ * circuit breaker). It applies at once, also to a back-off already running
+ * (which then ends `msecs` after its failure). Returns non-zero on success. */
 DC_EXPORT int DC_CTX_set_backoff(DC_CTX *ctx, unsigned int msecs);
+
+/* A new context for the same cache as `ctx`, with its flags, deadline and
+ * back-off, and its own connection and breaker. Nothing is resolved (the
+ * address resolved by DC_CTX_new is reused) and nothing is connected, so it
+ * is cheap and never blocks: a program makes one context per thread from a
+ * template this way. Returns NULL when ctx is NULL or memory runs out. */
+DC_EXPORT DC_CTX *DC_CTX_dup(const DC_CTX *ctx);
 /* The outcome of the context's last operation: a DC_ERR_* code, and one line
- * of text for logs (never NULL, valid until the next call on ctx). A NULL
- * ctx gives DC_ERR_ARGUMENT. */
+ * of text for logs (never NULL; a copy owned by the calling thread, valid
+ * until its next call of DC_CTX_last_error_string). With threads sharing a
+ * context, "last" is the last operation of any of them. A NULL ctx gives
+ * DC_ERR_ARGUMENT. */
 DC_EXPORT int DC_CTX_last_error(const DC_CTX *ctx);
 DC_EXPORT const char *DC_CTX_last_error_string(const DC_CTX *ctx);
 

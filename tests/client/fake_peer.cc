@@ -117,8 +117,17 @@ void FakePeer::loop() {
         Mode mode = mode_.load();
         if (mode == Mode::silent) continue;
         std::vector<uint8_t> out;
+        if (mode == Mode::slow) ::usleep(useconds_t(delay_ms_.load()) * 1000);
         if (mode == Mode::garbage) {
           out.assign(proto::kHeaderSize, 0xff);
+        } else if (mode == Mode::disconnected) {
+          proto::Message resp;
+          resp.is_response = true;
+          resp.uid = m.uid;
+          resp.op = m.op;
+          uint8_t st = uint8_t(proto::Status::disconnected);
+          resp.payload = proto::Bytes(&st, 1);
+          proto::append(out, resp);
         } else {
           proto::Message resp;
           resp.is_response = true;

@@ -22,6 +22,8 @@ class FakePeer {
     close_after_answer,  // answer the first request of a connection, then close it
     wrong_uid,           // answer with another uid
     garbage,             // answer with bytes that are not the protocol
+    slow,                // answer as `answer`, each after delay_ms (see set_delay)
+    disconnected,        // answer every request with the status DISCONNECTED
   };
   // The GET answer of mode `answer`: 300 bytes, byte i = i % 251.
   static std::string data();
@@ -35,6 +37,8 @@ class FakePeer {
 
   std::string address() const { return "UNIX:" + path_; }
   void set_mode(Mode m) { mode_.store(m); }
+  // The wait of mode `slow` before each answer (default 300 ms).
+  void set_delay(int ms) { delay_ms_.store(ms); }
   // Connections accepted / requests read so far. A connection or request is
   // counted before it is answered, so after a client's operation returned
   // with an answer its connection and request are already counted.
@@ -50,6 +54,7 @@ class FakePeer {
   std::atomic<Mode> mode_;
   std::atomic<int> accepts_{0};
   std::atomic<int> requests_{0};
+  std::atomic<int> delay_ms_{300};
   std::thread thread_;
 };
 

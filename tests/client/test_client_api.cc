@@ -10,9 +10,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fake_peer.h"
@@ -192,7 +195,8 @@ void test_new_env(void**) {
   unsetenv("DC_CACHE_ADDR");
 }
 
-// A peer that accepts and never answers costs one deadline, in both modes.
+// A peer that accepts and never answers costs one deadline, in both modes;
+// then the breaker is open: operations fail at once, without a request.
 void test_deadline(void**) {
   TempDir dir;
   FakePeer peer(dir.file("p"), Mode::silent);
@@ -202,6 +206,7 @@ void test_deadline(void**) {
     int base = peer.accepts();
     DC_CTX* ctx = DC_CTX_new(peer.address().c_str(), flags);
     assert_non_null(ctx);  // default deadline: DC_DEFAULT_OP_TIMEOUT_MS
+    DC_CTX_set_backoff(ctx, 60000);
     unsigned char buf[512];
     unsigned used = 0;
     int64_t t0 = dc::now_ms();
@@ -210,20 +215,166 @@ void test_deadline(void**) {
     assert_int_equal(DC_CTX_last_error(ctx), DC_ERR_TIMEOUT);
     assert_true(took >= DC_DEFAULT_OP_TIMEOUT_MS - 5);
     assert_true(took < 2000);
+    int requests = peer.requests();
     t0 = dc::now_ms();
-    assert_int_equal(have(ctx), -1);
-    took = dc::now_ms() - t0;
-    assert_true(took < 2000);
-    // A timeout is not a connect failure: no back-off, the next operation
-    // gets its answer, on a fresh connection (a timed-out one is dropped):
-    // two connections for the two timed-out operations, one for this.
+    for (int i = 0; i < 50; ++i) {
+      assert_int_equal(have(ctx), -1);
+      assert_int_equal(DC_CTX_last_error(ctx), DC_ERR_BACKOFF);
+    }
+    assert_true(dc::now_ms() - t0 < 1000);  // 50 skipped operations cost ~nothing
+    assert_non_null(std::strstr(DC_CTX_last_error_string(ctx), "deadline"));
+    // The back-off over, the probe goes out and its answer closes the
+    // breaker. A persistent connection survived its timeout: the answer
+    // comes on it, with no new connection.
     peer.set_mode(Mode::answer);
     DC_CTX_set_timeout(ctx, kSlowOk);
+    DC_CTX_set_backoff(ctx, 0);
     assert_int_equal(have(ctx), 1);
-    assert_int_equal(peer.accepts(), base + 3);
+    assert_int_equal(peer.requests(), requests + 1);
+    assert_int_equal(peer.accepts(), base + (flags ? 1 : 2));
+    DC_CTX_set_backoff(ctx, 60000);
+    assert_int_equal(have(ctx), 1);  // closed again: no skipping
     peer.set_mode(Mode::silent);
     DC_CTX_free(ctx);
   }
+}
+
+// A late answer is dropped by its uid on the connection that waited for
+// it: the next operation gets its own answer on the same connection, so a
+// slow cache costs no reconnect.
+void test_late_answer(void**) {
+  TempDir dir;
+  FakePeer peer(dir.file("p"), Mode::slow);
+  peer.set_delay(300);
+  DC_CTX* ctx =
+      DC_CTX_new(peer.address().c_str(), DC_CTX_FLAG_PERSISTENT | DC_CTX_FLAG_PERSISTENT_LATE);
+  assert_non_null(ctx);
+  DC_CTX_set_timeout(ctx, 50);
+  DC_CTX_set_backoff(ctx, 0);
+  unsigned char buf[512];
+  unsigned used = 0;
+  // A GET abandoned at its deadline; its 300-byte answer arrives later.
+  assert_int_equal(DC_CTX_get_session(ctx, u(kId), 4, buf, sizeof buf, &used), 0);
+  assert_int_equal(DC_CTX_last_error(ctx), DC_ERR_TIMEOUT);
+  peer.set_mode(Mode::answer);
+  DC_CTX_set_timeout(ctx, kSlowOk);
+  for (int i = 0; i < 3; ++i) {
+    if (have(ctx) != 1) fail_msg("op %d: %s", i, DC_CTX_last_error_string(ctx));
+  }
+  assert_int_equal(peer.accepts(), 1);
+  assert_int_equal(peer.requests(), 4);
+
+  // Several abandoned in a row, then answers for all of them: dropped, in
+  // order, before the answer of the operation that waits.
+  peer.set_mode(Mode::slow);
+  peer.set_delay(100);
+  DC_CTX_set_timeout(ctx, 20);
+  for (int i = 0; i < 3; ++i) {
+    assert_int_equal(have(ctx), -1);
+    assert_int_equal(DC_CTX_last_error(ctx), DC_ERR_TIMEOUT);
+  }
+  DC_CTX_set_timeout(ctx, kSlowOk);
+  if (have(ctx) != 1) fail_msg("after 3 late answers: %s", DC_CTX_last_error_string(ctx));
+  assert_int_equal(peer.accepts(), 1);
+  DC_CTX_free(ctx);
+}
+
+// The agent's DISCONNECTED answer opens the breaker like a timeout: the
+// agent would answer the same at once, or after its own deadline.
+void test_disconnected_opens_breaker(void**) {
+  TempDir dir;
+  FakePeer peer(dir.file("p"), Mode::disconnected);
+  DC_CTX* ctx = new_ctx(peer.address(), DC_CTX_FLAG_PERSISTENT);
+  DC_CTX_set_backoff(ctx, 60000);
+  unsigned char buf[64];
+  unsigned used = 0;
+  assert_int_equal(DC_CTX_get_session(ctx, u(kId), 4, buf, sizeof buf, &used), 0);
+  assert_int_equal(DC_CTX_last_error(ctx), DC_ERR_DISCONNECTED);
+  int requests = peer.requests();
+  assert_int_equal(have(ctx), -1);
+  assert_int_equal(DC_CTX_last_error(ctx), DC_ERR_BACKOFF);
+  assert_non_null(std::strstr(DC_CTX_last_error_string(ctx), "DISCONNECTED"));
+  assert_int_equal(peer.requests(), requests);
+  // A refused ADD (a duplicate) is an answer, not an outage: no breaker.
+  peer.set_mode(Mode::answer);
+  DC_CTX_set_backoff(ctx, 0);
+  DC_CTX_set_backoff(ctx, 60000);
+  assert_int_equal(have(ctx), 1);
+  assert_int_equal(have(ctx), 1);
+  DC_CTX_free(ctx);
+}
+
+// One DC_CTX shared by threads (as Apache's mod_socache_dc does under the
+// event MPM): every operation gets its own answer; none sees another's.
+void test_shared_by_threads(void**) {
+  TempDir dir;
+  FakePeer peer(dir.file("p"), Mode::answer);
+  DC_CTX* ctx = new_ctx(peer.address(), DC_CTX_FLAG_PERSISTENT | DC_CTX_FLAG_PERSISTENT_RETRY);
+  constexpr int kThreads = 4, kOps = 300;
+  std::atomic<int> bad{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      std::string data(100 + t, char('a' + t));
+      std::vector<unsigned char> buf(512);
+      for (int i = 0; i < kOps; ++i) {
+        unsigned used = 0;
+        bool ok = (i % 3 == 0) ? DC_CTX_add_session(ctx, u(kId), 4, u(data), unsigned(data.size()),
+                                                    1000) == 1
+                  : (i % 3 == 1) ? DC_CTX_get_session(ctx, u(kId), 4, buf.data(),
+                                                      unsigned(buf.size()), &used) == 1 &&
+                                       used == FakePeer::data().size()
+                                 : have(ctx) == 1;
+        if (!ok) {
+          bad.fetch_add(1);
+          std::fprintf(stderr, "thread %d op %d: %s\n", t, i, DC_CTX_last_error_string(ctx));
+        }
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  assert_int_equal(bad.load(), 0);
+  assert_int_equal(peer.accepts(), 1);
+  assert_int_equal(peer.requests(), kThreads * kOps);
+  DC_CTX_free(ctx);
+}
+
+// DC_CTX_dup: the same cache and settings, its own connection, made
+// without resolving or connecting; DC_CTX_FLAG_NO_ENV ignores the
+// environment's deadline, even a malformed one.
+void test_dup_and_no_env(void**) {
+  TempDir dir;
+  FakePeer peer(dir.file("p"), Mode::silent);
+  setenv("DC_CACHE_TIMEOUT_MS", "soon", 1);
+  assert_null(DC_CTX_new(peer.address().c_str(), DC_CTX_FLAG_PERSISTENT_LATE));
+  DC_CTX* tmpl =
+      DC_CTX_new(peer.address().c_str(),
+                 DC_CTX_FLAG_PERSISTENT | DC_CTX_FLAG_PERSISTENT_LATE | DC_CTX_FLAG_NO_ENV);
+  unsetenv("DC_CACHE_TIMEOUT_MS");
+  assert_non_null(tmpl);
+  assert_int_equal(peer.accepts(), 0);
+  DC_CTX_set_timeout(tmpl, 60);
+  DC_CTX* a = DC_CTX_dup(tmpl);
+  DC_CTX* b = DC_CTX_dup(tmpl);
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_null(DC_CTX_dup(nullptr));
+  int64_t t0 = dc::now_ms();
+  assert_int_equal(have(a), -1);  // the template's 60 ms deadline
+  int64_t took = dc::now_ms() - t0;
+  assert_int_equal(DC_CTX_last_error(a), DC_ERR_TIMEOUT);
+  assert_true(took >= 55 && took < 2000);
+  // b has a breaker of its own: a's failure does not skip b's operation.
+  peer.set_mode(Mode::answer);
+  DC_CTX_set_timeout(b, kSlowOk);
+  assert_int_equal(have(b), 1);
+  assert_int_equal(DC_CTX_last_error(a), DC_ERR_TIMEOUT);
+  assert_int_equal(have(a), -1);
+  assert_int_equal(DC_CTX_last_error(a), DC_ERR_BACKOFF);
+  assert_int_equal(peer.accepts(), 2);
+  DC_CTX_free(a);
+  DC_CTX_free(b);
+  DC_CTX_free(tmpl);
 }
 
 // After a failed connect, operations are skipped without any connection
@@ -374,7 +525,10 @@ void test_retry(void**) {
   assert_int_equal(have(ctx), 1);
   assert_int_equal(have(ctx), -1);
   assert_int_equal(DC_CTX_last_error(ctx), DC_ERR_IO);
-  assert_int_equal(have(ctx), 1);  // reconnected, no back-off: connect worked
+  assert_int_equal(have(ctx), -1);  // the broken connection opened the breaker
+  assert_int_equal(DC_CTX_last_error(ctx), DC_ERR_BACKOFF);
+  DC_CTX_set_backoff(ctx, 0);
+  assert_int_equal(have(ctx), 1);  // the probe reconnects
   assert_int_equal(peer.accepts(), 6);
   DC_CTX_free(ctx);
 }
@@ -411,6 +565,7 @@ void test_bad_peer(void**) {
   TempDir dir;
   FakePeer peer(dir.file("p"), Mode::wrong_uid);
   DC_CTX* ctx = new_ctx(peer.address(), DC_CTX_FLAG_PERSISTENT);
+  DC_CTX_set_backoff(ctx, 0);  // about the connection, not the breaker
   assert_int_equal(have(ctx), -1);
   assert_int_equal(DC_CTX_last_error(ctx), DC_ERR_PROTOCOL);
   peer.set_mode(Mode::garbage);
@@ -464,6 +619,10 @@ int main() {
       cmocka_unit_test(test_new_errors),
       cmocka_unit_test(test_new_env),
       cmocka_unit_test(test_deadline),
+      cmocka_unit_test(test_late_answer),
+      cmocka_unit_test(test_disconnected_opens_breaker),
+      cmocka_unit_test(test_shared_by_threads),
+      cmocka_unit_test(test_dup_and_no_env),
       cmocka_unit_test(test_backoff),
       cmocka_unit_test(test_connection_modes),
       cmocka_unit_test(test_small_buffer_and_reget),
