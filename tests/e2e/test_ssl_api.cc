@@ -8,9 +8,17 @@
 // the cache; SSL_SESS_CACHE_OFF is respected; a shared DC_CTX works; many
 // threads at once; a forked child; a cache that is down costs a full
 // handshake, never a failure; detach restores the application's callbacks.
+// Issue 12: an application's ex_data on sessions is never disturbed (its
+// dup callback never sees a slot it did not set); a verifying server with
+// an empty session id context never aborts on a cache hit; a TLS 1.3
+// session that allows early data resumes once in the whole cluster, in
+// every cache mode; two attachments to one address cost one connection
+// each, not one per handshake; the address is resolved once, at attach.
 //
 // Usage: test_ssl_api PATH_TO_DC_SERVER
 #include <distcache/dc_ssl.h>
+#include <dlfcn.h>
+#include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
@@ -163,7 +171,60 @@ int app_client_new(SSL*, SSL_SESSION*) {
   return 0;
 }
 
+// An application's own ex_data slot on SSL_SESSION, as stunnel has: its dup
+// callback dereferences what it stored, so a call for a session it never
+// decorated would crash it. Counted here instead.
+std::atomic<int> g_dup_without_data{0};
+int app_session_dup(CRYPTO_EX_DATA*, const CRYPTO_EX_DATA*, void** from_d, int, long, void*) {
+  if (*from_d == nullptr) g_dup_without_data++;
+  return 1;
+}
+
+// Counts name resolutions: libdistcache calls getaddrinfo through the
+// dynamic linker, which finds this definition first.
+std::atomic<int> g_getaddrinfo_calls{0};
+
+// dc_server's statistic `key` from its -stats file (-1 if absent).
+long server_stat(const std::string& file, const char* key) {
+  FILE* f = std::fopen(file.c_str(), "r");
+  if (f == nullptr) return -1;
+  char line[2048] = "";
+  char* got = std::fgets(line, sizeof line, f);
+  std::fclose(f);
+  std::string k = std::string(" ") + key + "=";
+  const char* at = got ? std::strstr(line, k.c_str()) : nullptr;
+  return at ? std::atol(at + k.size()) : -1;
+}
+
+// Waits until the -stats file (rewritten every 50 ms) has caught up with
+// what is done, then returns the value.
+long settled_stat(const std::string& file, const char* key) {
+  long v = server_stat(file, key), prev = -2;
+  for (int i = 0; i < 40 && v != prev; ++i) {
+    usleep(150000);
+    prev = v;
+    v = server_stat(file, key);
+  }
+  return v;
+}
+
+CtxPtr early_data_ctx(const Identity& id, long mode, bool anti_replay) {
+  CtxPtr ctx = server_ctx(id, "cluster");
+  SSL_CTX_set_session_cache_mode(ctx.get(), mode);
+  SSL_CTX_set_max_early_data(ctx.get(), 16384);
+  if (!anti_replay) SSL_CTX_set_options(ctx.get(), SSL_OP_NO_ANTI_REPLAY);
+  return ctx;
+}
+
 }  // namespace
+
+extern "C" int getaddrinfo(const char* node, const char* service, const struct addrinfo* hints,
+                           struct addrinfo** res) {
+  using Fn = int (*)(const char*, const char*, const struct addrinfo*, struct addrinfo**);
+  static Fn real = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, "getaddrinfo"));
+  g_getaddrinfo_calls++;
+  return real(node, service, hints, res);
+}
 
 int main(int argc, char** argv) {
   if (argc != 2) {
@@ -171,14 +232,19 @@ int main(int argc, char** argv) {
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
+  // Before anything of ours, as an application registers it at start-up.
+  CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL_SESSION, 0, nullptr, nullptr, app_session_dup,
+                          nullptr);
 
   // A real dc_server on a temporary UNIX socket.
   char dir_tmpl[] = "/tmp/dc-ssl-api.XXXXXX";
   const char* dir = mkdtemp(dir_tmpl);
   if (dir == nullptr) return 1;
   std::string sock = std::string(dir) + "/server.sock", pidfile = std::string(dir) + "/server.pid";
-  std::string listen = "UNIX:" + sock;
-  const char* sargv[] = {argv[1], "-listen", listen.c_str(), "-pidfile", pidfile.c_str(), nullptr};
+  std::string listen = "UNIX:" + sock, stats_file = std::string(dir) + "/server.stats";
+  const char* sargv[] = {
+      argv[1],  "-listen",          listen.c_str(),    "-pidfile", pidfile.c_str(),
+      "-stats", stats_file.c_str(), "-stats-interval", "50",       nullptr};
   pid_t server = -1;
   if (posix_spawn(&server, argv[1], nullptr, nullptr, const_cast<char**>(sargv), environ) != 0) {
     std::perror("posix_spawn dc_server");
@@ -311,6 +377,102 @@ int main(int argc, char** argv) {
     CHECK((SSL_CTX_get_options(d.get()) & SSL_OP_NO_TICKET) == 0);
     CHECK(DC_SSL_CTX_is_attached(d.get()) == 0);
     CHECK(DC_SSL_CTX_detach(d.get()) == 0);
+  }
+
+  // 9. The application's session ex_data: TLS 1.3 handshakes duplicate
+  // sessions for their second ticket; no dup callback for a slot never set.
+  for (int i = 0; i < 3; ++i) CHECK(crosses(client.get(), s1.get(), s2.get(), TLS1_3_VERSION));
+  CHECK(g_dup_without_data == 0);
+
+  // 10. A server that verifies peers with an empty session id context: a
+  // session made under that same empty context (by another server) is a
+  // full handshake there, never an aborted one.
+  {
+    CtxPtr a = server_ctx(id, ""), b = server_ctx(id, "");
+    SSL_CTX_set_verify(b.get(), SSL_VERIFY_PEER, [](int, X509_STORE_CTX*) { return 1; });
+    for (SSL_CTX* c : {a.get(), b.get()}) {
+      CHECK(DC_SSL_CTX_attach(c, listen.c_str(), 0) == 1);
+      CHECK(DC_SSL_CTX_set_timeout(c, 5000) == 1);
+    }
+    for (int v : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+      Result first = connect(client.get(), a.get(), v, nullptr);
+      CHECK(first.ok);
+      Result second = connect(client.get(), b.get(), v, first.session.get());
+      CHECK(second.ok && !second.reused);
+    }
+  }
+
+  // 11. TLS 1.3 sessions that allow early data: resumed once in the whole
+  // cluster, and always resumable once, whatever the cache mode and
+  // OpenSSL's own anti-replay setting.
+  {
+    const long kModes[] = {SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL,
+                           SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL_STORE,
+                           SSL_SESS_CACHE_SERVER};
+    for (long mode : kModes) {
+      for (bool anti_replay : {true, false}) {
+        CtxPtr a = early_data_ctx(id, mode, anti_replay), b = early_data_ctx(id, mode, anti_replay);
+        for (SSL_CTX* c : {a.get(), b.get()}) {
+          CHECK(DC_SSL_CTX_attach(c, listen.c_str(), 0) == 1);
+          CHECK(DC_SSL_CTX_set_timeout(c, 5000) == 1);
+        }
+        Result first = connect(client.get(), a.get(), TLS1_3_VERSION, nullptr);
+        CHECK(first.ok && first.session);
+        if (!first.ok || !first.session) continue;
+        CHECK(SSL_SESSION_get_max_early_data(first.session.get()) > 0);
+        Result on_b = connect(client.get(), b.get(), TLS1_3_VERSION, first.session.get());
+        Result replay_a = connect(client.get(), a.get(), TLS1_3_VERSION, first.session.get());
+        Result replay_b = connect(client.get(), b.get(), TLS1_3_VERSION, first.session.get());
+        if (!(on_b.ok && on_b.reused && replay_a.ok && !replay_a.reused && replay_b.ok &&
+              !replay_b.reused))
+          std::fprintf(stderr, "early data, mode 0x%lx, anti-replay %d: %d %d %d\n", mode,
+                       anti_replay, on_b.reused, replay_a.reused, replay_b.reused);
+        CHECK(on_b.ok && on_b.reused);
+        CHECK(replay_a.ok && !replay_a.reused);
+        CHECK(replay_b.ok && !replay_b.reused);
+        // The ticket of the resumed handshake is a new session, usable once.
+        if (on_b.session) {
+          Result next = connect(client.get(), a.get(), TLS1_3_VERSION, on_b.session.get());
+          CHECK(next.ok && next.reused);
+        }
+      }
+    }
+  }
+
+  // 12. Two attachments to one address, only one with its own deadline
+  // (the other keeps the default): one connection each for the whole run,
+  // not a new one whenever the handshakes alternate between them.
+  {
+    CtxPtr a = server_ctx(id, "cluster"), b = server_ctx(id, "cluster");
+    CHECK(DC_SSL_CTX_attach(a.get(), listen.c_str(), 0) == 1);
+    CHECK(DC_SSL_CTX_attach(b.get(), listen.c_str(), 0) == 1);
+    CHECK(DC_SSL_CTX_set_timeout(a.get(), 5000) == 1);
+    long before = settled_stat(stats_file, "accepted");
+    for (int i = 0; i < 20; ++i)
+      CHECK(connect(client.get(), i % 2 ? a.get() : b.get(), TLS1_2_VERSION, nullptr).ok);
+    long after = settled_stat(stats_file, "accepted");
+    if (before < 0 || after - before != 2)
+      std::fprintf(stderr, "accepted before %ld, after %ld\n", before, after);
+    CHECK(before >= 0 && after - before == 2);
+  }
+
+  // 13. The address is resolved when attaching, never on a handshake, in
+  // no thread.
+  {
+    std::string port = "9";  // discard: nothing listens; resolution is what counts
+    CtxPtr a = server_ctx(id, "cluster");
+    int before = g_getaddrinfo_calls;
+    CHECK(DC_SSL_CTX_attach(a.get(), ("IP:localhost:" + port).c_str(), 0) == 1);
+    CHECK(g_getaddrinfo_calls == before + 1);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 3; ++t) {
+      threads.emplace_back([&] {
+        for (int i = 0; i < 3; ++i)
+          CHECK(connect(client.get(), a.get(), TLS1_2_VERSION, nullptr).ok);
+      });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(g_getaddrinfo_calls == before + 1);
   }
 
   client.reset();
