@@ -89,6 +89,63 @@ case $scenario in
       e2e_expect_no_resume A "$PORT_A" B "$PORT_B" "$v"
     done
     e2e_expect_resume A "$PORT_A" A "$PORT_A" tls1_2
+    # The operator is told once per process, at the default log level.
+    n=$(grep -c "turned session caching off" "$E2E_DIR/A/stderr.log")
+    [ "$n" = 1 ] || { cat "$E2E_DIR/A/stderr.log" >&2; e2e_die "expected one line about caching off, got $n"; }
+    ;;
+
+  early_data)
+    # TLS 1.3 early data is replayable: a ticket that allows it resumes at
+    # most once in the whole cluster (nginx sets SSL_OP_NO_ANTI_REPLAY, so
+    # OpenSSL's own single-use check is off). Used with 0-RTT on B, replayed
+    # on A (where it was made) and on B: full handshakes, early data refused.
+    start_pair "ssl_early_data on;"
+    sess=$E2E_DIR/sess.early
+    printf 'GET / HTTP/1.0\r\n\r\n' >"$E2E_DIR/early.txt"
+    e2e_session A "$PORT_A" tls1_3 "$sess"
+    out=$E2E_DIR/out.early.B
+    E2E_REQUEST='' e2e_tls "$PORT_B" tls1_3 "$out" -sess_in "$sess" -early_data "$E2E_DIR/early.txt"
+    grep -q "^Early data was accepted" "$out" && [ "$(e2e_result "$out")" = Reused ] &&
+      grep -q "hello from B" "$out" ||
+      { cat "$out" >&2; e2e_die "the first use of the ticket on B did not resume with early data"; }
+    e2e_log "ok: first use on B resumed, early data accepted"
+    for name in A B; do
+      port_var=PORT_$name
+      out=$E2E_DIR/out.early.replay.$name
+      E2E_REQUEST='' e2e_tls "${!port_var}" tls1_3 "$out" -sess_in "$sess" \
+        -early_data "$E2E_DIR/early.txt"
+      ! grep -q "^Early data was accepted" "$out" ||
+        { cat "$out" >&2; e2e_die "a replay on $name was accepted with early data"; }
+      [ "$(e2e_result "$out")" = New ] ||
+        { cat "$out" >&2; e2e_die "a replay on $name did not complete as a full handshake"; }
+      e2e_log "ok: replay on $name: full handshake, early data not accepted"
+    done
+    # Tickets without early data are unaffected: sessions still cross.
+    e2e_expect_resume A "$PORT_A" B "$PORT_B" tls1_3
+    ;;
+
+  verify_empty_context)
+    # A server that verifies peers and has an empty session id context:
+    # OpenSSL aborts the handshake (alert 80) when offered a session made
+    # under that context, so the cache must not hand it one.
+    e2e_start_server
+    e2e_start_agent
+    start_s_server() {  # NAME PORT [ARGS...]
+      local name=$1 port=$2
+      shift 2
+      env LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR" "$TIMEOUT" \
+        openssl s_server -accept "127.0.0.1:$port" -cert "$E2E_DIR/cert.pem" \
+        -key "$E2E_DIR/cert.key" -www -context '' "$@" >"$E2E_DIR/$name/stderr.log" 2>&1 &
+    }
+    start_a() { start_s_server "$1" "$2"; }
+    start_b() { start_s_server "$1" "$2" -verify 1; }
+    e2e_start_listener A start_a
+    e2e_start_listener B start_b
+    export E2E_ANSWER="HTTP/1.0 200 ok"
+    for v in tls1_2 tls1_3; do
+      e2e_expect_no_resume A "$PORT_A" B "$PORT_B" "$v"
+    done
+    kill -0 "$PID_B" || e2e_die "s_server B exited"
     ;;
 
   tickets_keep)

@@ -12,6 +12,12 @@ E2E_PIDS=()        # processes to stop at exit, in start order
 E2E_DIR=""         # the temporary directory
 E2E_KEEP=${E2E_KEEP:-0}  # 1: keep the directory (for debugging)
 # E2E_PREFIX: name prefix of the temporary directory (default dc-e2e)
+# E2E_ANSWER: what a server's answer must contain, a printf format given the
+#   server's NAME (default "hello from %s"); see e2e_answered.
+# E2E_REQUEST: what e2e_tls sends, with printf's backslash escapes (default
+#   'GET / HTTP/1.0\r\n\r\n').
+# E2E_NGINX_CONF: the function that writes an nginx configuration for
+#   e2e_start_nginx, called as FN NAME PORT CERT EXTRA (default e2e_nginx_conf).
 
 e2e_log() { printf '%s\n' "$*" >&2; }
 e2e_die() { e2e_log "FAIL: $*"; exit 1; }
@@ -110,7 +116,7 @@ e2e_start_agent() {
   local pidfile=$E2E_DIR/$name.pid
   rm -f "$pidfile"
   AGENT_ADDR=UNIX:$E2E_DIR/$name.sock
-  "$DC_AGENT" -listen "$AGENT_ADDR" -server "$SERVER_ADDR" -sockperms 0666 -retry 200 \
+  "$DC_AGENT" -listen "$AGENT_ADDR" -server "$SERVER_ADDR" -sockperms 0666 -retry 200 -timeout 2000 \
     -pidfile "$pidfile" >>"$E2E_DIR/$name.log" 2>&1 &
   AGENT_PID=$!
   E2E_PIDS+=("$AGENT_PID")
@@ -156,7 +162,7 @@ e2e_start_nginx() {
   shift 3
   for try in 1 2 3 4 5; do
     port=$(e2e_free_port)
-    e2e_nginx_conf "$name" "$port" "$cert" "$extra"
+    "${E2E_NGINX_CONF:-e2e_nginx_conf}" "$name" "$port" "$cert" "$extra"
     rm -f "$d/nginx.pid"
     # stderr.log holds this attempt only: tests count the shim's lines in it.
     env "$@" nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" \
@@ -176,6 +182,58 @@ e2e_start_nginx() {
       { cat "$d/stderr.log" "$d/error.log" >&2 2>/dev/null; e2e_die "nginx $name did not start"; }
   done
   e2e_die "nginx $name: no free port after 5 tries"
+}
+
+# e2e_port_open PORT: true when something accepts connections on
+# 127.0.0.1:PORT (bash's /dev/tcp; the connection is closed at once).
+e2e_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# e2e_free_listen_port: like e2e_free_port, but below the kernel's ephemeral
+# port range when there is room. On a busy host client sockets, and their
+# TIME-WAIT remains, hold ports of that range, and a server cannot bind such
+# a port even though nothing listens on it.
+e2e_free_listen_port() {
+  local lo hi p
+  read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=0
+  if [ "${lo:-0}" -le 12000 ]; then e2e_free_port; return; fi
+  while :; do
+    p=$((10000 + RANDOM % (lo - 10000)))
+    e2e_port_open "$p" || { echo "$p"; return; }
+  done
+}
+
+# e2e_start_listener NAME START_FN [TENTHS]: starts a server on a free port.
+# START_FN NAME PORT writes the server's configuration under $E2E_DIR/NAME
+# (made here) and starts exactly one process in the background, with its
+# stdout and stderr in $E2E_DIR/NAME/stderr.log. Waits, at most TENTHS/10 s
+# (default 300), until that process accepts connections on PORT; when it
+# ends first and its output says the address was in use, tries another port.
+# Sets PORT_<NAME> and PID_<NAME>.
+e2e_start_listener() {
+  local name=$1 fn=$2 tenths=${3:-300} try port pid n d=$E2E_DIR/$1
+  mkdir -p "$d"
+  for try in 1 2 3 4 5; do
+    port=$(e2e_free_listen_port)
+    "$fn" "$name" "$port"
+    pid=$!
+    E2E_PIDS+=("$pid")
+    n=$tenths
+    until e2e_port_open "$port" || ! kill -0 "$pid" 2>/dev/null; do
+      ((n-- > 0)) || { cat "$d/stderr.log" >&2; e2e_die "$name did not listen on port $port"; }
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      printf -v "PORT_$name" '%s' "$port"
+      printf -v "PID_$name" '%s' "$pid"
+      return 0
+    fi
+    wait "$pid" 2>/dev/null
+    e2e_forget_pid "$pid"
+    grep -qi "address already in use\|address in use" "$d"/*.log 2>/dev/null ||
+      { cat "$d"/*.log >&2 2>/dev/null; e2e_die "$name did not start"; }
+    e2e_log "$name: port $port was taken meanwhile; trying another ($(grep -hi "in use" "$d"/*.log | head -n 1))"
+  done
+  e2e_die "$name: no free port after 5 tries"
 }
 
 # e2e_start_example NAME CERT [ARGS...]: starts the example server with the
@@ -216,7 +274,7 @@ e2e_make_cert() {
 e2e_tls() {
   local port=$1 ver=$2 out=$3
   shift 3
-  printf 'GET / HTTP/1.0\r\n\r\n' |
+  printf '%b' "${E2E_REQUEST:-GET / HTTP/1.0\r\n\r\n}" |
     timeout 30 openssl s_client -connect "127.0.0.1:$port" -servername localhost "-$ver" \
       -ign_eof "$@" >"$out" 2>&1
 }
@@ -224,13 +282,21 @@ e2e_tls() {
 # e2e_result OUT: "New" or "Reused" (what s_client printed), "" if neither.
 e2e_result() { sed -n 's/^\(New\|Reused\), .*/\1/p' "$1" | head -n 1; }
 
+# e2e_answered NAME OUT: true when OUT holds NAME's answer (E2E_ANSWER).
+e2e_answered() {
+  local want
+  # shellcheck disable=SC2059  # the format is the caller's on purpose
+  printf -v want "${E2E_ANSWER:-hello from %s}" "$1"
+  grep -qF -- "$want" "$2"
+}
+
 # e2e_session NAME PORT VERSION SESS: makes a new session on NAME and saves
 # it in SESS; fails unless the handshake was full and NAME answered.
 e2e_session() {
   local name=$1 port=$2 ver=$3 sess=$4 out=$E2E_DIR/out.$1.$3.new
   rm -f "$sess"
   e2e_tls "$port" "$ver" "$out" -sess_out "$sess"
-  grep -q "hello from $name" "$out" || { cat "$out" >&2; e2e_die "$name ($ver) did not answer"; }
+  e2e_answered "$name" "$out" || { cat "$out" >&2; e2e_die "$name ($ver) did not answer"; }
   [ "$(e2e_result "$out")" = New ] || { cat "$out" >&2; e2e_die "$name ($ver): expected a new session"; }
   [ -s "$sess" ] || e2e_die "$name ($ver): s_client saved no session"
 }
@@ -240,7 +306,7 @@ e2e_session() {
 e2e_try_resume() {
   local name=$1 port=$2 ver=$3 sess=$4 out=$E2E_DIR/out.$1.$3.resume
   e2e_tls "$port" "$ver" "$out" -sess_in "$sess"
-  grep -q "hello from $name" "$out" || { cat "$out" >&2; e2e_die "$name ($ver) did not answer"; }
+  e2e_answered "$name" "$out" || { cat "$out" >&2; e2e_die "$name ($ver) did not answer"; }
   e2e_result "$out"
 }
 
