@@ -211,7 +211,8 @@ void test_fork_pidcheck(void**) {
 }
 
 // RETRY: the server restarts; the broken persistent connection is replaced
-// within the operation. Without RETRY that operation fails, the next works.
+// within the operation. Without RETRY that operation fails and opens the
+// breaker; the probe after the back-off works.
 void test_retry_after_restart(void**) {
   signal(SIGPIPE, SIG_DFL);  // a send without MSG_NOSIGNAL would kill us
   Server s;
@@ -225,6 +226,10 @@ void test_retry_after_restart(void**) {
   assert_int_equal(have(retry, "r2"), 1);
   assert_int_equal(have(plain, "r2"), -1);
   assert_int_equal(DC_CTX_last_error(plain), DC_ERR_IO);
+  DC_CTX_set_backoff(plain, 600000);
+  assert_int_equal(have(plain, "r2"), -1);
+  assert_int_equal(DC_CTX_last_error(plain), DC_ERR_BACKOFF);
+  DC_CTX_set_backoff(plain, 0);
   assert_int_equal(have(plain, "r2"), 1);
   DC_CTX_free(retry);
   DC_CTX_free(plain);
