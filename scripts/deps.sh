@@ -8,7 +8,7 @@ want=(g++ meson ninja-build pkg-config libssl-dev libev-dev libcmocka-dev)
 case "${1:-build}" in
   build) ;;
   demo) want+=(openssl nginx) ;;
-  test) want+=(openssl nginx clang libclang-rt-14-dev iproute2 procps) ;;
+  test) want+=(openssl nginx libnginx-mod-stream haproxy apache2 stunnel4 python3 curl clang libclang-rt-14-dev iproute2 procps) ;;
   bench) want+=(openssl nginx redis-server redis-tools procps) ;;
   *) echo "deps.sh: unknown set '$1' (use build, test, demo or bench)" >&2; exit 2 ;;
 esac

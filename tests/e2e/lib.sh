@@ -14,8 +14,8 @@ E2E_KEEP=${E2E_KEEP:-0}  # 1: keep the directory (for debugging)
 # E2E_PREFIX: name prefix of the temporary directory (default dc-e2e)
 # E2E_ANSWER: what a server's answer must contain, a printf format given the
 #   server's NAME (default "hello from %s"); see e2e_answered.
-# E2E_REQUEST: what e2e_tls sends, with printf's backslash escapes (default
-#   'GET / HTTP/1.0\r\n\r\n').
+# E2E_REQUEST: what e2e_tls sends, with printf's backslash escapes (unset
+#   or empty: 'GET / HTTP/1.0\r\n\r\n').
 # E2E_NGINX_CONF: the function that writes an nginx configuration for
 #   e2e_start_nginx, called as FN NAME PORT CERT EXTRA (default e2e_nginx_conf).
 
@@ -193,11 +193,13 @@ e2e_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # TIME-WAIT remains, hold ports of that range, and a server cannot bind such
 # a port even though nothing listens on it.
 e2e_free_listen_port() {
-  local lo hi p
-  read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=0
-  if [ "${lo:-0}" -le 12000 ]; then e2e_free_port; return; fi
+  local lo p base=10000 span
+  read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=0
+  span=$((${lo:-0} - base))
+  # No room below it: e2e_free_port's range.
+  if [ "$span" -lt 2000 ]; then base=20000 span=40000; fi
   while :; do
-    p=$((10000 + RANDOM % (lo - 10000)))
+    p=$((base + RANDOM % span))
     e2e_port_open "$p" || { echo "$p"; return; }
   done
 }
@@ -210,9 +212,9 @@ e2e_free_listen_port() {
 # ends first and its output says the address was in use, tries another port.
 # Sets PORT_<NAME> and PID_<NAME>.
 e2e_start_listener() {
-  local name=$1 fn=$2 tenths=${3:-300} try port pid n d=$E2E_DIR/$1
+  local name=$1 fn=$2 tenths=${3:-300} port pid n d=$E2E_DIR/$1
   mkdir -p "$d"
-  for try in 1 2 3 4 5; do
+  for _ in 1 2 3 4 5; do
     port=$(e2e_free_listen_port)
     "$fn" "$name" "$port"
     pid=$!
