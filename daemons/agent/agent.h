@@ -19,16 +19,43 @@
 // the front), and local answers wait behind earlier requests that are still
 // on the server, so a client sees its answers in the order it asked.
 //
-// Deadline: a timer watches the oldest pending request; when it is older
-// than -timeout the upstream connection is closed, every pending request is
-// answered DISCONNECTED, and a reconnect follows. Connect attempts are never
-// closer together than -retry ms; while there is no connection every
-// request is answered DISCONNECTED at once.
+// Deadline: a timer watches the oldest request still waiting for its answer
+// (-timeout, default 50 ms: below the client library's 100 ms deadline, so
+// a client hears DISCONNECTED before it gives up, not after). A request past
+// its deadline is answered DISCONNECTED at once, but its FIFO entry stays,
+// marked abandoned, and the connection is kept: uids keep matching, and the
+// server's answer, when it comes, is dropped and counted as late (a slow
+// server is not a dead one, and recycling the connection would only make it
+// slower). Abandoned entries are always a prefix of the FIFO (entries are
+// abandoned oldest first), so a client's abandoned requests are the front of
+// its slots: their slots become "answered locally" and leave in order.
+// Late answers are reported on stderr, at most one line per
+// kLateReportEveryMs, saying how many came and how late.
+//
+// Stall: when the oldest entry, abandoned or not, has waited the stall bound
+// (max(20 x -timeout, 1000 ms), stall_ms()) the server is taken for dead:
+// the connection is closed, every request still owed an answer is answered
+// DISCONNECTED, and a reconnect follows (the `deadlines` statistic counts
+// these). Connect attempts are never closer together than -retry ms and each
+// may take up to the stall bound; while there is no connection every request
+// is answered DISCONNECTED at once.
+//
+// Names: the server's address is resolved once before the loop starts (by
+// main(), so a failure shows on the terminal; an unresolvable name is not
+// fatal: it may be a name server not up yet at boot, like a server not up
+// yet, and the agent answers DISCONNECTED until it resolves). After that a
+// name is looked up again only off the loop (ev::Resolver, a thread), when
+// connects fail, at most once per -retry period; until a lookup succeeds
+// the last address is used. getaddrinfo() can block for seconds, and no
+// local client may wait for it. UNIX paths and literal addresses need no
+// lookup.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -44,12 +71,21 @@ namespace dc::agent {
 
 struct AgentConfig {
   Address server;
+  // The server's address when main() resolved it before the loop (and said
+  // so when it could not); empty: the agent resolves it, a name off the loop.
+  std::optional<SockAddr> server_sa;
   int64_t retry_ms = 5000;
   int64_t idle_ms = 0;           // 0: never drop idle clients
-  int64_t timeout_ms = 500;      // deadline of a request on the server
+  int64_t timeout_ms = 50;       // deadline of a request on the server (options.h)
   size_t max_pending = 10000;    // requests waiting on the server, all clients
   size_t client_pending = 1000;  // unanswered requests of one client before it is not read
   size_t max_out = 256 * 1024;   // a client's unread answers before its input is held
+
+  // How long the oldest request may wait on the server before the server is
+  // taken for dead and the connection recycled: long enough that a merely
+  // slow server (answers a few deadlines late) keeps its connection, short
+  // enough that a dead one (no FIN, e.g. a partition) is noticed in seconds.
+  int64_t stall_ms() const { return std::max<int64_t>(20 * timeout_ms, 1000); }
 };
 
 struct AgentStats {
@@ -60,9 +96,13 @@ struct AgentStats {
   uint64_t disconnected = 0;   // DISCONNECTED answers made by the agent
   uint64_t dropped = 0;        // answers for clients that had gone
   uint64_t unmatched = 0;      // answers from the server matching nothing pending
+  uint64_t resolves = 0;       // lookups of the server's name done off the loop
   uint64_t connects = 0;       // upstream connections established
   uint64_t losses = 0;         // upstream connections lost (closed, error, corrupt)
-  uint64_t deadlines = 0;      // upstream connections recycled for a missed deadline
+  uint64_t expired = 0;        // requests answered DISCONNECTED at their deadline
+  uint64_t late = 0;           // server answers that came after the deadline (dropped)
+  int64_t late_max_ms = 0;     // the slowest of them: how long it took
+  uint64_t deadlines = 0;      // upstream connections recycled: stalled past stall_ms()
   uint64_t client_errors = 0;  // local clients closed for corrupt input
   uint64_t overflows = 0;      // times a local client was held (-clientpending, GETs in flight)
   uint64_t idle_drops = 0;     // local clients closed for idleness
@@ -99,6 +139,7 @@ class Agent {
     uint32_t up_uid;
     proto::Op op;
     int64_t sent_ms;
+    bool abandoned = false;  // answered DISCONNECTED at its deadline; its answer is dropped
   };
   // Receives the upstream connection's events.
   class UpstreamHandler : public ev::Handler {
@@ -124,6 +165,16 @@ class Agent {
   void deliver(const Pending& p, proto::Bytes payload);
   // Sends the locally answered slots at the front of `l`'s queue.
   void drain_local(Local& l);
+  // After `l`'s first slot was answered: sends what may follow it, releases
+  // held input below the limits, closes a half-closed client owed nothing.
+  void after_answer(Local& l);
+  // Removes the FIFO's front entry (keeping abandoned_ right) and returns it.
+  Pending take_front();
+  // Answers the entry at abandoned_ DISCONNECTED and marks it abandoned.
+  void expire(Pending& p);
+  // The server's answer to an abandoned entry `p` arrived: count, report.
+  void on_late(const Pending& p);
+  void report_late();
   // Whether `l` has reached 1/divisor of -clientpending or of its GET budget.
   bool over_limits(const Local& l, size_t divisor) const;
   void hold_if_full(Local& l);
@@ -134,6 +185,11 @@ class Agent {
   void lost(const std::string& why);
   void schedule_connect();
   void connect_now();
+  // Looks the server's name up again off the loop, at most once per -retry
+  // (later, on a timer, when the last lookup was more recent); nothing for
+  // a UNIX path or a literal address.
+  void look_up();
+  void on_looked_up(bool ok, const SockAddr& sa, const std::string& err);
   void on_deadline();
   void arm_deadline();
   void sweep_idle();
@@ -145,9 +201,17 @@ class Agent {
   UpstreamHandler up_handler_;
   std::unique_ptr<ev::Connection> up_;
   ev::Connector connector_;
+  ev::Resolver resolver_;
+  ev::Timer look_up_retry_;
+  std::optional<SockAddr> server_sa_;  // the server's address, as last resolved
+  bool needs_lookup_;                  // -server names a host
+  bool looked_up_ = false;
+  int64_t last_lookup_ms_ = 0;
+  bool reported_unresolved_ = false;  // said once per failing stretch
   ev::Timer retry_;
   ev::Timer deadline_;
   ev::Timer idle_;
+  ev::Timer late_report_;  // the next line about late answers (see report_late)
   int64_t last_attempt_ms_ = 0;
   bool attempted_ = false;
   // Logging: one line when the server is lost, one when a connection is
@@ -156,6 +220,12 @@ class Agent {
   bool reported_up_ = false;
   uint32_t next_uid_ = 1;
   std::deque<Pending> pending_;
+  size_t abandoned_ = 0;  // pending_'s first abandoned_ entries are abandoned
+  // Late answers not yet reported, the slowest of them, and the earliest
+  // time the next report may be written.
+  uint64_t late_unreported_ = 0;
+  int64_t late_unreported_max_ms_ = 0;
+  int64_t next_late_report_ms_ = 0;
   uint64_t next_client_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<Local>> locals_;
   std::vector<std::unique_ptr<ev::Listener>> listeners_;

@@ -1,14 +1,17 @@
 // dc_client: the distcache local agent. This file does the process work in
-// order: flags, descriptor limit, listening sockets (errors are seen before
-// detaching), -daemon, -pidfile, -user, then the loop with its signal
-// handlers; on SIGTERM/SIGINT it stops the loop, removes its UNIX socket
-// files and pidfile, and exits 0. The multiplexing itself is the Agent's.
+// order: flags, descriptor limit, the default socket's directory, the
+// server's address, listening sockets (errors are seen before detaching),
+// -daemon, -pidfile, -user, then the loop with its signal handlers; on
+// SIGTERM/SIGINT it stops the loop, removes its UNIX socket files and
+// pidfile, and exits 0. The multiplexing itself is the Agent's.
 #include <errno.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +39,30 @@ int main(int argc, char** argv) {
   // A relative UNIX path for the server must survive -daemon's chdir("/").
   dc::Address server = opt.server;
   if (server.kind == dc::Address::Kind::unix_path) server.path = dc::ev::absolute_path(server.path);
+  if (opt.default_listen && !dc::ev::make_socket_dir(dc::agent::kDefaultListenDir, err)) {
+    std::fprintf(stderr,
+                 "dc_client: cannot make the directory of the default -listen %s (%s): make it "
+                 "for this user (e.g. systemd's RuntimeDirectory=distcache), or give -listen "
+                 "UNIX:/path in a directory this user owns\n",
+                 dc::agent::kDefaultListen, err.c_str());
+    return 1;
+  }
+  // The server's address, resolved once before the loop (and before
+  // detaching, so a failure shows on the terminal). A name that does not
+  // resolve is not fatal: at boot the name server may not be up yet, as
+  // the cache server may not be; the agent keeps looking it up, off its loop.
+  std::optional<dc::SockAddr> server_sa;
+  {
+    dc::SockAddr sa;
+    std::string why;
+    if (dc::resolve(server, false, sa, why))
+      server_sa = sa;
+    else
+      std::fprintf(stderr,
+                   "dc_client: %s: answering DISCONNECTED until it resolves, looking it up again "
+                   "every %" PRId64 " ms\n",
+                   why.c_str(), opt.retry_ms);
+  }
   std::vector<dc::ev::OpenedListener> opened;
   std::string pidfile;
   if (!dc::ev::start_daemon("dc_client", opt.listen, opt.proc, opened, pidfile)) return 1;
@@ -44,6 +71,7 @@ int main(int argc, char** argv) {
     dc::ev::Loop loop;
     dc::agent::AgentConfig cfg;
     cfg.server = server;
+    cfg.server_sa = server_sa;
     cfg.retry_ms = opt.retry_ms;
     cfg.idle_ms = opt.idle_ms;
     cfg.timeout_ms = opt.timeout_ms;

@@ -1,12 +1,17 @@
 // dc_client's command line: see options.h.
 #include "agent/options.h"
 
+#include "distcache/dc_client.h"
 #include "ev/daemon_util.h"
 
 namespace dc::agent {
 
+// The agent's deadline must pass before the client's: a client that gave up
+// first never hears the DISCONNECTED, and the late answer goes unnoticed.
+static_assert(kDefaultTimeoutMs < DC_DEFAULT_OP_TIMEOUT_MS,
+              "dc_client's default -timeout must be below libdistcache's default deadline");
+
 namespace {
-constexpr const char* kDefaultListen = "UNIX:/tmp/scache";
 constexpr uint64_t kMaxMs = 86400000;  // one day: more is surely a typo
 constexpr size_t kMinOut = 4096;
 }  // namespace
@@ -17,15 +22,23 @@ std::string usage() {
          "carries the requests of every local client over one connection to dc_server.\n"
          "  -server ADDR        the dc_server to use: UNIX:/path, IP:host:port (required)\n"
          "  -connect ADDR       the same as -server\n"
-         "  -listen ADDR        accept local clients on ADDR (default UNIX:/tmp/scache;\n"
-         "                      may be given more than once)\n"
+         "  -listen ADDR        accept local clients on ADDR (default\n"
+         "                      UNIX:/run/distcache/dc_client.sock, its directory made if\n"
+         "                      missing; may be given more than once). A UNIX socket in a\n"
+         "                      directory every user may write to that is not sticky, or\n"
+         "                      where another user's file is, is refused\n"
          "  -retry MS           try to reconnect to the server every MS milliseconds\n"
          "                      while it is unreachable (default 5000)\n"
          "  -idle MS            drop a client that sent nothing for MS milliseconds and\n"
          "                      waits for no answer (default 0: never)\n"
          "  -timeout MS         a request the server has not answered within MS\n"
-         "                      milliseconds is answered DISCONNECTED and the server\n"
-         "                      connection is recycled (default 500)\n"
+         "                      milliseconds is answered DISCONNECTED (default 50), in\n"
+         "                      time for libdistcache's own 100 ms deadline; the\n"
+         "                      connection is kept, and answers that come later are\n"
+         "                      dropped, counted (late=) and reported. A server that\n"
+         "                      answers nothing for max(20 x MS, 1000) ms is taken for\n"
+         "                      dead: the connection is recycled. A connect may take as\n"
+         "                      long\n"
          "  -maxpending N       at most N requests waiting on the server; beyond, requests\n"
          "                      are answered DISCONNECTED (default 10000)\n"
          "  -clientpending N    a client with N unanswered requests is not read from until\n"
@@ -113,6 +126,7 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
     std::string why;
     parse_address(kDefaultListen, a, why);
     o.listen.push_back(a);
+    o.default_listen = true;
   }
   return true;
 }

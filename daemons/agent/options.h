@@ -15,17 +15,29 @@
 
 namespace dc::agent {
 
+// The default -timeout: below libdistcache's own default deadline
+// (DC_DEFAULT_OP_TIMEOUT_MS, 100 ms), so the agent's DISCONNECTED reaches a
+// client that still waits for it.
+inline constexpr int64_t kDefaultTimeoutMs = 50;
+
+// The default -listen. Not 1.x's UNIX:/tmp/scache: in /tmp any local user
+// who binds that name first receives every session. /run/distcache is
+// made (0755) when missing; see kDefaultListenDir.
+inline constexpr const char* kDefaultListen = "UNIX:/run/distcache/dc_client.sock";
+inline constexpr const char* kDefaultListenDir = "/run/distcache";
+
 struct Options {
-  std::vector<Address> listen;  // defaults to UNIX:/tmp/scache when none given
+  std::vector<Address> listen;  // defaults to kDefaultListen when none given
+  bool default_listen = false;  // no -listen given: kDefaultListen is used
   Address server;               // -server / -connect (required)
   bool have_server = false;
-  int64_t retry_ms = 5000;       // -retry: least time between connect attempts
-  int64_t idle_ms = 0;           // -idle: 0 = never drop idle clients
-  int64_t timeout_ms = 500;      // -timeout: deadline of a request on the server
+  int64_t retry_ms = 5000;                 // -retry: least time between connect attempts
+  int64_t idle_ms = 0;                     // -idle: 0 = never drop idle clients
+  int64_t timeout_ms = kDefaultTimeoutMs;  // -timeout: deadline of a request on the server
   size_t max_pending = 10000;    // -maxpending: requests waiting on the server, all clients
   size_t client_pending = 1000;  // -clientpending: unanswered requests of one client
   size_t max_out = 256 * 1024;   // -maxout: a client's unread answers before backpressure
-  ev::ProcessOptions proc;  // -daemon, -pidfile, -user, -sock*
+  ev::ProcessOptions proc;       // -daemon, -pidfile, -user, -sock*
   bool help = false;
 };
 

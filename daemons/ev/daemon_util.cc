@@ -5,12 +5,15 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+
+#include "ev/listener.h"
 
 namespace dc::ev {
 
@@ -86,6 +89,17 @@ bool write_file_atomic(const std::string& path, const std::string& text) {
     return false;
   }
   return true;
+}
+
+bool make_socket_dir(const std::string& dir, std::string& err) {
+  if (mkdir(dir.c_str(), 0755) == 0) {
+    chmod(dir.c_str(), 0755);  // whatever the umask
+    return true;
+  }
+  struct stat st;
+  if (errno == EEXIST && stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return true;
+  err = dir + ": " + strerror(errno);
+  return false;
 }
 
 bool daemonize(std::string& err) {
@@ -174,7 +188,8 @@ bool start_daemon(const char* name, const std::vector<Address>& listen, const Pr
   lo.group = p.sockgroup;
   lo.perms = p.sockperms;
   for (const Address& a : listen) {
-    UniqueFd fd = listen_on(a, lo, err);
+    UniqueFd fd;
+    if (check_unix_listen_path(a, lo, err)) fd = listen_on(a, lo, err);
     if (!fd) {
       std::fprintf(stderr, "%s: %s\n", name, err.c_str());
       unlink_sockets();  // do not leave our own socket files behind

@@ -35,6 +35,10 @@ std::string absolute_path(const std::string& path);
 // errno tells why.
 bool write_file_atomic(const std::string& path, const std::string& text);
 
+// Makes directory `dir` (mode 0755, one level) unless it exists. False with
+// `err` ("DIR: reason") when it is missing and cannot be made.
+bool make_socket_dir(const std::string& dir, std::string& err);
+
 // Detaches (daemon(3): fork, setsid, chdir("/"), stdio to /dev/null). Only
 // the child returns, true; false with `err` set when it could not.
 bool daemonize(std::string& err);
@@ -113,9 +117,10 @@ struct OpenedListener {
 };
 
 // Start-up in the order both daemons use: open every listener (so that an
-// address in use is reported on the terminal and in the exit status), then
-// -daemon, the pidfile and -user. On failure prints "NAME: reason" on
-// stderr, removes the socket files and pidfile it made, and returns false.
+// address in use is reported on the terminal and in the exit status; UNIX
+// paths pass check_unix_listen_path first), then -daemon, the pidfile and
+// -user. On failure prints "NAME: reason" on stderr, removes the socket
+// files and pidfile it made, and returns false.
 // On success `out` holds the listeners, and `pidfile` the absolute path to
 // remove at exit (empty when none).
 bool start_daemon(const char* name, const std::vector<Address>& listen, const ProcessOptions& p,

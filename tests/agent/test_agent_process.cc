@@ -1,9 +1,15 @@
 // Integration tests of dc_client as a process: bad flags (one clear line
 // naming the flag, the usage, exit 2), a truthful -h, -daemon with
 // -pidfile, clean exit on SIGTERM/SIGINT removing the socket file and the
-// pidfile, -sockperms, and -connect as a synonym of -server.
+// pidfile, -sockperms, and -connect as a synonym of -server. The UNIX
+// socket's place: a directory every user may write to is refused unless it
+// is sticky, and so is a path already taken by a file that is not a socket
+// of ours (a stale socket of ours is replaced); the default path
+// /run/distcache/dc_client.sock (its directory made when missing).
+#include <pwd.h>
 #include <sys/stat.h>
 
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -74,10 +80,10 @@ void test_bad_flags_exit_2(void**) {
     std::string out;
     assert_int_equal(run({bin(), h}, out, 10000), 0);
     for (const char* want :
-         {"-server ADDR", "-connect ADDR", "default UNIX:/tmp/scache", "-retry MS",
-          "(default 5000)", "-idle MS", "-timeout MS", "(default 500)", "-maxpending N",
-          "-clientpending N", "-maxout SIZE", "-daemon", "-pidfile PATH", "-user USER",
-          "-sockowner", "-sockgroup", "-sockperms"})
+         {"-server ADDR", "-connect ADDR", "UNIX:/run/distcache/dc_client.sock", "not sticky",
+          "-retry MS", "(default 5000)", "-idle MS", "-timeout MS", "(default 50)",
+          "max(20 x MS, 1000)", "-maxpending N", "-clientpending N", "-maxout SIZE", "-daemon",
+          "-pidfile PATH", "-user USER", "-sockowner", "-sockgroup", "-sockperms"})
       if (!strstr(out.c_str(), want)) fail_msg("%s: no \"%s\" in:\n%s", h, want, out.c_str());
   }
 }
@@ -129,6 +135,117 @@ void test_sigint_clean_exit(void**) {
   assert_false(exists(cl.agent_sock()));
 }
 
+// Runs argv and checks it exits 1 with exactly one line, "NAME: ...",
+// holding every string of `want`.
+void expect_refused(const std::vector<std::string>& argv, const char* name,
+                    const std::vector<std::string>& want) {
+  std::string out;
+  int rc = run(argv, out, 10000);
+  bool ok = rc == 1 && out.find(std::string(name) + ": ") == 0 && out.find('\n') == out.size() - 1;
+  for (const std::string& w : want) ok = ok && out.find(w) != std::string::npos;
+  if (!ok) fail_msg("%s: exit %d, output:\n%s", name, rc, out.c_str());
+}
+
+// A stale UNIX socket file at `path` (listened on, then closed).
+void make_stale_socket(const std::string& path) {
+  std::string err;
+  UniqueFd fd = listen_on(addr("UNIX:" + path), ListenOptions{}, err);
+  if (!fd) fail_msg("cannot make a socket at %s: %s", path.c_str(), err.c_str());
+}
+
+void test_listen_dir_writable_by_all(void**) {
+  TempDir d;
+  std::string open_dir = d.file("ww"), sticky = d.file("st"), server = "UNIX:" + d.file("s");
+  assert_int_equal(mkdir(open_dir.c_str(), 0700), 0);
+  assert_int_equal(chmod(open_dir.c_str(), 0777), 0);
+  // Anyone could put their own socket there: refused, nothing made.
+  expect_refused({bin(), "-listen", "UNIX:" + open_dir + "/a", "-server", server}, "dc_client",
+                 {open_dir, "not sticky"});
+  assert_false(exists(open_dir + "/a"));
+  // dc_server opens its sockets the same way.
+  expect_refused({env_or_die("DC_SERVER_BIN"), "-listen", "UNIX:" + open_dir + "/s"}, "dc_server",
+                 {open_dir, "not sticky"});
+  assert_false(exists(open_dir + "/s"));
+
+  // Sticky, like /tmp: nobody can remove or rename another's file there.
+  assert_int_equal(mkdir(sticky.c_str(), 0700), 0);
+  assert_int_equal(chmod(sticky.c_str(), 01777), 0);
+  Process p = Process::spawn({bin(), "-listen", "UNIX:" + sticky + "/a", "-server", server}, {},
+                             d.file("log"));
+  assert_true(wait_for_unix_socket(sticky + "/a", 10000));
+  assert_int_equal(exit_code(p.stop()), 0);
+  assert_true(gone(sticky + "/a"));
+}
+
+void test_listen_path_taken(void**) {
+  TempDir d;
+  std::string server = "UNIX:" + d.file("s");
+  // A stale socket of ours is replaced, as always.
+  std::string own = d.file("own");
+  make_stale_socket(own);
+  Process p =
+      Process::spawn({bin(), "-listen", "UNIX:" + own, "-server", server}, {}, d.file("log"));
+  assert_true(wait_for_unix_socket(own, 10000));
+  assert_int_equal(exit_code(p.stop()), 0);
+
+  if (geteuid() != 0) {
+    std::fprintf(stderr, "skipped: files of another user need root to make\n");
+    skip();
+  }
+  passwd* nobody = getpwnam("nobody");
+  assert_non_null(nobody);
+  // A file that is not a socket.
+  std::string file = d.file("file");
+  FILE* f = std::fopen(file.c_str(), "w");
+  assert_non_null(f);
+  std::fclose(f);
+  assert_int_equal(chown(file.c_str(), nobody->pw_uid, nobody->pw_gid), 0);
+  expect_refused({bin(), "-listen", "UNIX:" + file, "-server", server}, "dc_client",
+                 {file, "not a socket"});
+  // Another user's socket (stale or not) is not ours to replace.
+  std::string theirs = d.file("theirs");
+  make_stale_socket(theirs);
+  assert_int_equal(chown(theirs.c_str(), nobody->pw_uid, nobody->pw_gid), 0);
+  expect_refused({bin(), "-listen", "UNIX:" + theirs, "-server", server}, "dc_client",
+                 {theirs, "another user", "-listen"});
+  struct stat st;
+  assert_int_equal(lstat(theirs.c_str(), &st), 0);
+  assert_true(S_ISSOCK(st.st_mode));
+  assert_int_equal(st.st_uid, nobody->pw_uid);
+}
+
+// Without -listen: UNIX:/run/distcache/dc_client.sock, making /run/distcache
+// (0755) when it is missing. Root only (it changes /run); left alone when
+// an agent of this machine already uses that path.
+void test_default_listen_path(void**) {
+  const std::string dir = "/run/distcache", sock = dir + "/dc_client.sock";
+  if (geteuid() != 0 || exists(sock)) {
+    std::fprintf(stderr, "skipped: needs root and no %s in use\n", sock.c_str());
+    skip();
+  }
+  TempDir d;
+  std::string server = "UNIX:" + d.file("s");
+  bool made = !exists(dir);
+  if (made && exists("/usr/bin/setpriv")) {
+    // A user who may not make the directory is told so, and what to do.
+    expect_refused({"/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                    bin(), "-server", server},
+                   "dc_client", {dir, "-listen"});
+    assert_false(exists(dir));
+  }
+  Process p = Process::spawn({bin(), "-server", server}, {}, d.file("log"));
+  bool up = wait_for_unix_socket(sock, 10000);
+  if (!up) fprintf(stderr, "---- dc_client log ----\n%s----\n", slurp(d.file("log")).c_str());
+  assert_true(up);
+  struct stat st;
+  assert_int_equal(stat(dir.c_str(), &st), 0);
+  assert_true(S_ISDIR(st.st_mode));
+  if (made) assert_int_equal(st.st_mode & 07777, 0755);
+  assert_int_equal(exit_code(p.stop()), 0);
+  assert_true(gone(sock));
+  if (made) rmdir(dir.c_str());
+}
+
 }  // namespace
 
 int main() {
@@ -136,6 +253,9 @@ int main() {
       cmocka_unit_test(test_bad_flags_exit_2),
       cmocka_unit_test(test_daemon_pidfile_and_clean_exit),
       cmocka_unit_test(test_sigint_clean_exit),
+      cmocka_unit_test(test_listen_dir_writable_by_all),
+      cmocka_unit_test(test_listen_path_taken),
+      cmocka_unit_test(test_default_listen_path),
   };
   return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
