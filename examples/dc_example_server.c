@@ -3,7 +3,7 @@
  * servers through distcache, using the explicit API of <distcache/dc_ssl.h>.
  *
  *   dc_example_server -listen 127.0.0.1:8443 -cert cert.pem -key key.pem \
- *                     -cache UNIX:/run/distcache/agent.sock [-name A] [-keep-tickets]
+ *                     -cache UNIX:/run/distcache/dc_client.sock [-name A] [-keep-tickets]
  *
  * Every connection is served on a thread of its own (so the cache callbacks
  * run on many threads at once): the server completes the handshake, reads

@@ -39,7 +39,8 @@ namespace proto = dc::proto;
 
 const char* const kUsage =
     "usage: dc_bench [options]\n"
-    "  -connect ADDR     cache to load (UNIX:/path, IP:host:port); default UNIX:/tmp/scache\n"
+    "  -connect ADDR     cache to load (UNIX:/path, IP:host:port); default "
+    "UNIX:/run/distcache/dc_client.sock\n"
     "  -conns N          connections (default 16)\n"
     "  -depth N          requests in flight per connection, 1 = lockstep (default 1)\n"
     "  -mix A,G,R,H      percentages of ADD,GET,REMOVE,HAVE summing to 100 (default 10,90,0,0)\n"
@@ -56,7 +57,7 @@ const char* const kUsage =
     "Prints one JSON line on stdout at the end; exit 0 when there were no errors, 1 otherwise.\n";
 
 struct Options {
-  std::string target = "UNIX:/tmp/scache";
+  std::string target = "UNIX:/run/distcache/dc_client.sock";  // dc_client's default
   uint32_t conns = 16;
   uint32_t depth = 1;
   std::array<uint32_t, 4> mix = {10, 90, 0, 0};  // indexed by proto::Op

@@ -28,7 +28,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: dc_test [options]\n"
-    "  -connect ADDR   cache address (default UNIX:/tmp/scache)\n"
+    "  -connect ADDR   cache address (default UNIX:/run/distcache/dc_client.sock)\n"
     "  -progress N     print progress every N operations (default 0: never)\n"
     "  -sessions N     number of session slots (default 10)\n"
     "  -datamin N      smallest session data, bytes (default 50, at least 5)\n"
@@ -51,7 +51,7 @@ int64_t mono_ms() {
 }
 
 struct Options {
-  std::string connect = "UNIX:/tmp/scache";
+  std::string connect = "UNIX:/run/distcache/dc_client.sock";  // dc_client's default
   unsigned long progress = 0;
   unsigned long sessions = 10;
   unsigned long datamin = 50;
