@@ -17,6 +17,11 @@
 #       on the two pinned CPUs (bench/wakeup_cost.c): every hop of a cache
 #       operation costs at least one such wake-up
 #
+# Not in this set: bench/stall.sh, the failure-promise benchmark (one nginx
+# with the shim while its agent is frozen or its dc_server 150 ms away, vs
+# the same nginx without a cache, and how soon resumption returns); it runs
+# on its own (bench/stall.sh -h).
+#
 # Usage: bench/run.sh [-d SECONDS] [-r ROUNDS] [-o RESULTS_FILE] [-only a,b,c,d,e,f,w] [-lowlat] [-h]
 # -r: run every measurement ROUNDS times (default 1) and keep the best
 # throughput, the worst acceptance rate and the largest RSS of the rounds.

@@ -13,15 +13,25 @@
 // Half-closes are passed on (shutdown of the write side) once the bytes before
 // them are delivered. A side whose peer does not read gets backpressure: the
 // proxy stops reading from the other side while 1 MiB waits for it.
+//
+// -delay MS emulates a distant peer (tc netem is not always available): each
+// chunk read, in either direction, and each half-close, waits in a per-side
+// FIFO and is forwarded MS ms after it arrived, on a libev timer, so other
+// connections and the other direction go on meanwhile. SIGUSR1 sets the delay
+// to 0 and SIGUSR2 back to MS without touching any connection, so a benchmark
+// can start and end the fault at will. A chunk waits the delay in force when
+// it is due, so a change applies to what waits too and the order holds.
 // One libev loop, non-blocking sockets.
 #include <ev.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,19 +46,40 @@ namespace {
 namespace proto = dc::proto;
 
 const char* const kUsage =
-    "usage: dc_snoop -listen ADDR -server ADDR\n"
+    "usage: dc_snoop -listen ADDR -server ADDR [-delay MS]\n"
     "  -listen ADDR   where clients connect (UNIX:/path, IP:port, IP:host:port)\n"
     "  -server ADDR   the cache to forward to (synonym: -connect)\n"
+    "  -delay MS      forward what is read in either direction (bytes and half-closes) MS ms\n"
+    "                 after it arrived, in order, other traffic going on meanwhile; 0..600000,\n"
+    "                 default 0. Connecting to the server is not delayed\n"
     "  -h, --help     this text\n"
-    "Passes every byte through unchanged and prints one decoded line per message on stdout.\n";
+    "Passes every byte through unchanged and prints one decoded line per message on stdout.\n"
+    "SIGUSR1 sets the delay to 0 (what waits goes out at once), SIGUSR2 back to -delay MS;\n"
+    "connections stay open. SIGINT or SIGTERM stops it.\n";
 
 constexpr size_t kHighWater = 1 << 20;  // stop reading while this much waits for the peer
 constexpr size_t kReadChunk = 64 * 1024;
 
+// CLOCK_MONOTONIC in seconds: arrival and due times of delayed chunks, immune
+// to changes of the wall clock (libev's ev_now follows the wall clock).
+double mono_now() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+}
+
 struct Pair;
 
-// One socket of a pair. `out` holds bytes waiting to be written to it; `dec`
-// decodes what is read from it.
+// What was read from one side and waits out the delay before it goes to the
+// other; no bytes: the reader's half-close.
+struct Chunk {
+  double arrived = 0;
+  std::vector<uint8_t> bytes;
+};
+
+// One socket of a pair. `out` holds bytes waiting to be written to it;
+// `delayed` what waits out -delay before it joins `out`; `dec` decodes what
+// is read from it.
 struct Side {
   Pair* pair = nullptr;
   bool is_client = false;
@@ -56,11 +87,17 @@ struct Side {
   ev_io io{};
   int events = 0;         // what `io` currently watches
   bool eof_in = false;    // the peer closed its write side
+  bool eof_out = false;   // the other side's half-close is due: pass it on once `out` drains
   bool shut_out = false;  // we shut down our write side towards it
   std::vector<uint8_t> out;
   size_t out_off = 0;
+  std::deque<Chunk> delayed;
+  size_t delayed_bytes = 0;
+  ev_timer timer{};  // runs while `delayed` is not empty: when its head is due
   proto::Decoder dec;
   size_t pending() const { return out.size() - out_off; }
+  // Everything on its way to this side, for backpressure.
+  size_t backlog() const { return pending() + delayed_bytes; }
 };
 
 class Snoop;
@@ -74,8 +111,12 @@ struct Pair {
 
 class Snoop {
  public:
-  Snoop(dc::SockAddr upstream, dc::UniqueFd listener, struct ev_loop* loop)
-      : upstream_(upstream), listener_(std::move(listener)), loop_(loop) {}
+  Snoop(dc::SockAddr upstream, dc::UniqueFd listener, struct ev_loop* loop, unsigned delay_ms)
+      : upstream_(upstream),
+        listener_(std::move(listener)),
+        loop_(loop),
+        delay_ms_(delay_ms),
+        delay_(delay_ms / 1000.0) {}
   ~Snoop();
   // Runs until SIGINT or SIGTERM.
   void run();
@@ -84,9 +125,15 @@ class Snoop {
   static void on_accept(struct ev_loop*, ev_io* w, int);
   static void on_io(struct ev_loop*, ev_io* w, int revents);
   static void on_signal(struct ev_loop* loop, ev_signal*, int);
+  static void on_delay_signal(struct ev_loop*, ev_signal* w, int);
+  static void on_timer(struct ev_loop*, ev_timer* w, int);
 
   void accept_all();
   bool readable(Side& from, Side& to);
+  void forward(Side& to, const uint8_t* data, size_t n);
+  void arm(Side& s);
+  void release(Side& s);
+  void set_delay(unsigned ms, int signo);
   bool flush(Side& s);
   void update(Pair& p);
   void watch(Side& s, int events);
@@ -97,7 +144,9 @@ class Snoop {
   dc::UniqueFd listener_;
   struct ev_loop* loop_;
   ev_io accept_io_{};
-  ev_signal sigint_{}, sigterm_{};
+  ev_signal sigint_{}, sigterm_{}, sigusr1_{}, sigusr2_{};
+  const unsigned delay_ms_;  // -delay, what SIGUSR2 restores
+  double delay_;             // in force, seconds
   std::vector<std::unique_ptr<Pair>> pairs_;
   unsigned long next_id_ = 1;
   std::vector<uint8_t> rbuf_ = std::vector<uint8_t>(kReadChunk);
@@ -108,6 +157,8 @@ Snoop::~Snoop() {
   ev_io_stop(loop_, &accept_io_);
   ev_signal_stop(loop_, &sigint_);
   ev_signal_stop(loop_, &sigterm_);
+  ev_signal_stop(loop_, &sigusr1_);
+  ev_signal_stop(loop_, &sigusr2_);
 }
 
 void Snoop::run() {
@@ -118,11 +169,34 @@ void Snoop::run() {
   ev_signal_init(&sigterm_, on_signal, SIGTERM);
   ev_signal_start(loop_, &sigint_);
   ev_signal_start(loop_, &sigterm_);
+  for (ev_signal* w : {&sigusr1_, &sigusr2_}) {
+    ev_signal_init(w, on_delay_signal, w == &sigusr1_ ? SIGUSR1 : SIGUSR2);
+    w->data = this;
+    ev_signal_start(loop_, w);
+  }
   ev_run(loop_, 0);
 }
 
 void Snoop::on_signal(struct ev_loop* loop, ev_signal*, int) {
   ev_break(loop, EVBREAK_ALL);
+}
+
+void Snoop::on_delay_signal(struct ev_loop*, ev_signal* w, int) {
+  Snoop& self = *static_cast<Snoop*>(w->data);
+  self.set_delay(w->signum == SIGUSR1 ? 0 : self.delay_ms_, w->signum);
+}
+
+// Applies to what already waits too (see the top of the file): every timer is
+// set again from the new delay, so with 0 everything waiting leaves at once.
+void Snoop::set_delay(unsigned ms, int signo) {
+  delay_ = ms / 1000.0;
+  std::printf("delay %u ms (%s)\n", ms, signo == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
+  for (auto& p : pairs_) {
+    for (Side* s : {&p->client, &p->server}) {
+      ev_timer_stop(loop_, &s->timer);
+      arm(*s);
+    }
+  }
 }
 
 void Snoop::on_accept(struct ev_loop*, ev_io* w, int) {
@@ -149,6 +223,8 @@ void Snoop::accept_all() {
       s->is_client = s == &p->client;
       ev_init(&s->io, on_io);
       s->io.data = s;
+      ev_init(&s->timer, on_timer);
+      s->timer.data = s;
     }
     std::printf("#%lu open\n", p->id);
     Pair& ref = *p;
@@ -196,10 +272,11 @@ bool Snoop::readable(Side& from, Side& to) {
     return false;
   }
   if (n == 0) {
-    from.eof_in = true;  // flush() passes the half-close on once `to` is drained
+    from.eof_in = true;
+    forward(to, nullptr, 0);  // flush() passes the half-close on once `to` is drained
     return can_write ? flush(to) : true;
   }
-  to.out.insert(to.out.end(), rbuf_.begin(), rbuf_.begin() + n);
+  forward(to, rbuf_.data(), size_t(n));
   proto::Bytes in(rbuf_.data(), size_t(n));
   while (!in.empty()) {
     proto::Message m;
@@ -219,6 +296,49 @@ bool Snoop::readable(Side& from, Side& to) {
   return can_write ? flush(to) : true;
 }
 
+// Queues n bytes (none: the half-close) for `to`: straight into its output
+// without a delay, else behind what already waits for it.
+void Snoop::forward(Side& to, const uint8_t* data, size_t n) {
+  if (delay_ <= 0 && to.delayed.empty()) {
+    if (n == 0) to.eof_out = true;
+    to.out.insert(to.out.end(), data, data + n);
+    return;
+  }
+  to.delayed.push_back({mono_now(), std::vector<uint8_t>(data, data + n)});
+  to.delayed_bytes += n;
+  if (!ev_is_active(&to.timer)) arm(to);
+}
+
+// Starts the timer of `s` for the head of its queue, if any.
+void Snoop::arm(Side& s) {
+  if (s.delayed.empty()) return;
+  double wait = s.delayed.front().arrived + delay_ - mono_now();
+  ev_timer_set(&s.timer, wait > 0 ? wait : 0, 0);
+  ev_timer_start(loop_, &s.timer);
+}
+
+void Snoop::on_timer(struct ev_loop*, ev_timer* w, int) {
+  Side& s = *static_cast<Side*>(w->data);
+  s.pair->snoop->release(s);
+}
+
+// Moves what is due from the queue of `s` to its output and writes it.
+void Snoop::release(Side& s) {
+  double now = mono_now();
+  while (!s.delayed.empty() && s.delayed.front().arrived + delay_ <= now) {
+    Chunk& c = s.delayed.front();
+    if (c.bytes.empty()) s.eof_out = true;
+    s.out.insert(s.out.end(), c.bytes.begin(), c.bytes.end());
+    s.delayed_bytes -= c.bytes.size();
+    s.delayed.pop_front();
+  }
+  arm(s);
+  Pair& p = *s.pair;
+  // Bytes for a server still connecting wait until the connect completes.
+  if (!(p.connecting && &s == &p.server) && !flush(s)) return;
+  update(p);
+}
+
 // Writes what waits for `s`; false when the pair was closed.
 bool Snoop::flush(Side& s) {
   while (s.pending() > 0) {
@@ -235,12 +355,12 @@ bool Snoop::flush(Side& s) {
   s.out.clear();
   s.out_off = 0;
   Pair& p = *s.pair;
-  Side& from = s.is_client ? p.server : p.client;
-  if (from.eof_in && !s.shut_out) {
+  if (s.eof_out && !s.shut_out) {
     ::shutdown(s.fd.get(), SHUT_WR);
     s.shut_out = true;
   }
-  if (p.client.eof_in && p.server.eof_in && p.client.pending() == 0 && p.server.pending() == 0) {
+  // Both half-closes passed on: each came after the last byte of its direction.
+  if (p.client.shut_out && p.server.shut_out) {
     close_pair(p, "both sides closed");
     return false;
   }
@@ -251,13 +371,13 @@ bool Snoop::flush(Side& s) {
 void Snoop::update(Pair& p) {
   if (p.connecting) {
     watch(p.server, EV_WRITE);
-    watch(p.client, !p.client.eof_in && p.server.pending() < kHighWater ? EV_READ : 0);
+    watch(p.client, !p.client.eof_in && p.server.backlog() < kHighWater ? EV_READ : 0);
     return;
   }
   for (Side* s : {&p.client, &p.server}) {
     Side& other = s == &p.client ? p.server : p.client;
     int ev = 0;
-    if (!s->eof_in && other.pending() < kHighWater) ev |= EV_READ;
+    if (!s->eof_in && other.backlog() < kHighWater) ev |= EV_READ;
     if (s->pending() > 0) ev |= EV_WRITE;
     watch(*s, ev);
   }
@@ -278,6 +398,7 @@ void Snoop::close_pair(Pair& p, const std::string& why) {
   for (Side* s : {&p.client, &p.server}) {
     if (s->events) ev_io_stop(loop_, &s->io);
     s->events = 0;
+    ev_timer_stop(loop_, &s->timer);
   }
   for (auto it = pairs_.begin(); it != pairs_.end(); ++it) {
     if (it->get() == &p) {
@@ -348,6 +469,7 @@ void Snoop::print(const Pair& p, const Side& from, const proto::Message& m) {
 
 int main(int argc, char** argv) {
   std::string listen, server;
+  uint64_t delay_ms = 0;
   auto bad = [](const std::string& m) { dc::tools::usage_error("dc_snoop", m, kUsage); };
   for (int i = 1; i < argc; ++i) {
     std::string f = argv[i];
@@ -355,9 +477,16 @@ int main(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       return 0;
     }
-    if (f != "-listen" && f != "-server" && f != "-connect") bad("unknown flag " + f);
+    if (f != "-listen" && f != "-server" && f != "-connect" && f != "-delay")
+      bad("unknown flag " + f);
     if (i + 1 >= argc) bad("flag " + f + " needs a value");
-    (f == "-listen" ? listen : server) = argv[++i];
+    std::string v = argv[++i];
+    if (f == "-delay") {
+      if (!dc::tools::parse_u64(v, 0, 600000, delay_ms))
+        bad("bad -delay '" + v + "' (want 0..600000 ms)");
+    } else {
+      (f == "-listen" ? listen : server) = v;
+    }
   }
   if (listen.empty()) bad("-listen is required");
   if (server.empty()) bad("-server is required");
@@ -383,7 +512,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   {
-    Snoop s(up, std::move(lfd), loop);
+    Snoop s(up, std::move(lfd), loop, unsigned(delay_ms));
     s.run();
   }
   if (la.kind == dc::Address::Kind::unix_path) ::unlink(la.path.c_str());

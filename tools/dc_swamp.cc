@@ -18,6 +18,13 @@
 // Output: a progress line per second on stderr (unless -quiet) and one JSON
 // line on stdout. Exit status 0 when every handshake succeeded, 1 otherwise,
 // 2 for a bad command line.
+//
+// -ticks MS adds a machine-readable line on stderr every MS ms, for scripts
+// that inject a fault during the run and must place its start and end among
+// the counts (bench/stall.sh): wall-clock time (what `date +%s%3N` shows) and
+// cumulative counters, plus the wall-clock time of the first resumed
+// handshake since the previous tick, so the moment resumption returns is
+// known to the millisecond rather than to the tick.
 #include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -56,6 +63,10 @@ const char* const kUsage =
     "  -sni NAME         server name to send (default none)\n"
     "  -ticketwait MS    how long to wait for a TLS 1.3 ticket after a handshake (default 500)\n"
     "  -quiet            no progress line on stderr\n"
+    "  -ticks MS         every MS ms also a line on stderr: tick unix_ms=T handshakes=N\n"
+    "                    attempts=N resumed=N failed=N first_resumed_unix_ms=T (cumulative\n"
+    "                    counts; the last field is the first resumption since the previous\n"
+    "                    tick, 0 if none); not silenced by -quiet\n"
     "  -h, --help        this text\n"
     "Resumes each session on the server after the one that made it (round robin).\n"
     "Prints one JSON line on stdout; exit 0 when no handshake failed, 1 otherwise.\n";
@@ -71,6 +82,7 @@ struct Options {
   std::string sni;
   int ticket_wait_ms = 500;
   bool quiet = false;
+  int ticks_ms = 0;  // 0: no tick lines
 };
 
 Options parse_options(int argc, char** argv) {
@@ -115,6 +127,9 @@ Options parse_options(int argc, char** argv) {
     } else if (f == "-ticketwait") {
       if (!dc::tools::parse_u64(v, 0, 60000, n)) bad("bad -ticketwait '" + v + "' (want 0..60000)");
       o.ticket_wait_ms = int(n);
+    } else if (f == "-ticks") {
+      if (!dc::tools::parse_u64(v, 10, 60000, n)) bad("bad -ticks '" + v + "' (want 10..60000)");
+      o.ticks_ms = int(n);
     } else {
       bad("unknown flag " + f);
     }
@@ -155,7 +170,15 @@ struct Totals {
   std::atomic<uint64_t> failed{0};      // connect or handshake failures
   std::atomic<uint64_t> no_session{0};  // handshakes after which no resumable session came
   std::atomic<uint64_t> started{0};     // handshakes begun (for -count)
+  // Wall-clock ms of the first resumption since the last -ticks line; 0: none.
+  std::atomic<int64_t> first_resumed_ms{0};
 };
+
+int64_t unix_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
 
 // The first failure message, printed once.
 std::mutex g_err_mu;
@@ -269,7 +292,14 @@ SessionPtr Swamp::handshake(size_t srv, SSL_SESSION* offer) {
   t_.handshakes.fetch_add(1, std::memory_order_relaxed);
   if (offer) {
     t_.attempts.fetch_add(1, std::memory_order_relaxed);
-    if (SSL_session_reused(ssl.get())) t_.resumed.fetch_add(1, std::memory_order_relaxed);
+    if (SSL_session_reused(ssl.get())) {
+      t_.resumed.fetch_add(1, std::memory_order_relaxed);
+      // Only the first of each tick writes, so the shared line stays read-mostly.
+      if (o_.ticks_ms > 0 && t_.first_resumed_ms.load(std::memory_order_relaxed) == 0) {
+        int64_t none = 0;
+        t_.first_resumed_ms.compare_exchange_strong(none, unix_ms(), std::memory_order_relaxed);
+      }
+    }
   } else {
     t_.fresh.fetch_add(1, std::memory_order_relaxed);
   }
@@ -359,6 +389,20 @@ int Swamp::run() {
   uint64_t last = 0;
   int sec = 0;
   auto next = t0 + std::chrono::seconds(1);
+  auto tick_every = std::chrono::milliseconds(o_.ticks_ms);
+  auto next_tick = t0 + tick_every;
+  auto tick = [&] {
+    // The time and the counts are read apart, so a resumption made meanwhile
+    // may show in one line's counts and the next line's time (or the reverse).
+    uint64_t h = t_.handshakes.load(), a = t_.attempts.load(), r = t_.resumed.load();
+    uint64_t f = t_.failed.load();
+    int64_t first = t_.first_resumed_ms.exchange(0);
+    std::fprintf(stderr,
+                 "tick unix_ms=%lld handshakes=%llu attempts=%llu resumed=%llu failed=%llu "
+                 "first_resumed_unix_ms=%lld\n",
+                 (long long)unix_ms(), (unsigned long long)h, (unsigned long long)a,
+                 (unsigned long long)r, (unsigned long long)f, (long long)first);
+  };
   auto end = t0 + std::chrono::duration<double>(o_.duration);
   std::atomic<size_t> running{threads.size()};
   // The main thread keeps time; threads end on their own in -count mode.
@@ -366,10 +410,17 @@ int Swamp::run() {
     for (auto& th : threads) th.join();
     running = 0;
   });
+  // Short ticks need a shorter nap to come on time.
+  const int nap_ms = o_.ticks_ms > 0 && o_.ticks_ms < 20 ? o_.ticks_ms : 20;
+  if (o_.ticks_ms > 0) tick();  // the start, all counts 0
   while (running.load() > 0) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(nap_ms));
     auto now = std::chrono::steady_clock::now();
     if (!o_.by_count && now >= end) stop_ = true;
+    if (o_.ticks_ms > 0 && now >= next_tick) {
+      tick();
+      while (next_tick <= now) next_tick += tick_every;
+    }
     if (now >= next) {
       ++sec;
       next += std::chrono::seconds(1);
@@ -389,6 +440,7 @@ int Swamp::run() {
     }
   }
   joiner.join();
+  if (o_.ticks_ms > 0) tick();  // the end: the totals of the JSON line
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   uint64_t h = t_.handshakes, a = t_.attempts, r = t_.resumed;
   std::string servers;

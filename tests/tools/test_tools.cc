@@ -3,15 +3,20 @@
 // register each group only when what it needs is part of the build:
 //   snoop         dc_snoop between a RawConn client and a scripted upstream
 //                 (bytes compared exactly in both directions), corruption,
-//                 bad flags;
+//                 -delay and its switch by signals, bad flags;
 //   snoop_server  dc_snoop in front of the real dc_server;
 //   bench_flags   dc_bench's command line;
 //   bench         a short dc_bench run against dc_server (no errors, JSON);
-//   swamp         dc_swamp against `openssl s_server` (TLS 1.2 and 1.3).
+//   swamp         dc_swamp against `openssl s_server` (TLS 1.2 and 1.3), and
+//                 its -ticks lines.
 // Paths come from the environment: DC_SNOOP, DC_BENCH, DC_SWAMP, DC_SERVER,
-// DC_OPENSSL. Waits have generous deadlines; nothing depends on timing.
+// DC_OPENSSL. Waits have generous deadlines; nothing depends on timing,
+// except that dc_snoop -delay is checked against lower bounds (a busy machine
+// only makes things later) and its absence against the delay itself.
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -234,7 +239,8 @@ struct SnoopRig {
   std::string log = dir.file("snoop.log");
   std::string addr = "UNIX:" + dir.file("snoop");
 
-  explicit SnoopRig(const std::string& server_addr = "") {
+  explicit SnoopRig(const std::string& server_addr = "",
+                    const std::vector<std::string>& extra = {}) {
     std::string up = server_addr;
     if (up.empty()) {
       up = "UNIX:" + dir.file("up");
@@ -242,8 +248,10 @@ struct SnoopRig {
       upstream = dc::listen_on(dc::test::addr(up), dc::ListenOptions{}, err);
       if (!upstream) fail_msg("listen %s: %s", up.c_str(), err.c_str());
     }
-    snoop =
-        Process::spawn({dc::test::env_or_die("DC_SNOOP"), "-listen", addr, "-server", up}, {}, log);
+    std::vector<std::string> argv = {dc::test::env_or_die("DC_SNOOP"), "-listen", addr, "-server",
+                                     up};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    snoop = Process::spawn(argv, {}, log);
     assert_true(dc::test::wait_for_unix_socket(dir.file("snoop")));
     // The readiness probe was a connection too: take its upstream side, so
     // the next accept on `upstream` is the test's own client.
@@ -327,6 +335,89 @@ void test_snoop_corrupt(void**) {
   assert_true(rig.snoop.running());
 }
 
+// -delay 150: each direction, and a half-close, arrives no sooner than 150 ms
+// after it was sent; SIGUSR1 lifts the delay (for what already waits too),
+// SIGUSR2 sets it again, on the same connection. Without a delay a round trip
+// takes well under 150 ms, which is how "promptly" is told apart from a delay.
+constexpr int64_t kDelayMs = 150;
+constexpr int64_t kSlackMs = 5;  // clock granularity
+
+// Sends `msg` from `from` and reads it at `to`; returns the milliseconds taken.
+int64_t one_way(int from, int to, const std::vector<uint8_t>& msg) {
+  int64_t t0 = dc::now_ms();
+  assert_true(write_all(from, msg));
+  std::vector<uint8_t> got = read_exactly(to, msg.size(), 10000);
+  int64_t took = dc::now_ms() - t0;
+  assert_int_equal(got.size(), msg.size());
+  assert_memory_equal(got.data(), msg.data(), msg.size());
+  return took;
+}
+
+void test_snoop_delay(void**) {
+  SnoopRig rig("", {"-delay", std::to_string(kDelayMs)});
+  RawConn c;
+  assert_true(c.connect(dc::test::addr(rig.addr)));
+  dc::UniqueFd up = accept_one(rig.upstream.get());
+  assert_true(bool(up));
+  std::vector<uint8_t> req, resp;
+  add_msg(req, false, 1, proto::Op::get, vec("session-1"));
+  add_msg(resp, true, 1, proto::Op::get, vec(std::string(3000, 'd')));
+
+  int64_t ms = one_way(c.fd(), up.get(), req);
+  if (ms < kDelayMs - kSlackMs)
+    fail_msg("c->s took %lld ms with -delay %lld", (long long)ms, (long long)kDelayMs);
+  ms = one_way(up.get(), c.fd(), resp);
+  if (ms < kDelayMs - kSlackMs)
+    fail_msg("s->c took %lld ms with -delay %lld", (long long)ms, (long long)kDelayMs);
+
+  // Pieces sent back to back keep their order (one FIFO per direction).
+  std::vector<uint8_t> many;
+  for (uint32_t uid = 2; uid < 12; ++uid) add_msg(many, false, uid, proto::Op::have, vec("k"));
+  int64_t t0 = dc::now_ms();
+  for (size_t off = 0; off < many.size(); off += 7) {
+    size_t n = std::min<size_t>(7, many.size() - off);
+    assert_true(c.send_raw(proto::Bytes(many.data() + off, n)));
+    usleep(2000);
+  }
+  std::vector<uint8_t> got = read_exactly(up.get(), many.size(), 10000);
+  assert_true(dc::now_ms() - t0 >= kDelayMs - kSlackMs);
+  assert_int_equal(got.size(), many.size());
+  assert_memory_equal(got.data(), many.data(), many.size());
+
+  // SIGUSR1: no delay any more, on the same connection. A whole round trip
+  // under the delay of one direction.
+  assert_true(rig.snoop.signal(SIGUSR1));
+  assert_true(wait_for_lines(rig.log, "delay 0 ms (SIGUSR1)", 1));
+  t0 = dc::now_ms();
+  one_way(c.fd(), up.get(), req);
+  one_way(up.get(), c.fd(), resp);
+  ms = dc::now_ms() - t0;
+  if (ms >= kDelayMs) fail_msg("round trip took %lld ms after SIGUSR1", (long long)ms);
+
+  // SIGUSR2: the delay again.
+  assert_true(rig.snoop.signal(SIGUSR2));
+  assert_true(wait_for_lines(rig.log, "delay 150 ms (SIGUSR2)", 1));
+  ms = one_way(c.fd(), up.get(), req);
+  if (ms < kDelayMs - kSlackMs) fail_msg("c->s took %lld ms after SIGUSR2", (long long)ms);
+
+  // What waits when SIGUSR1 comes leaves at once rather than at its time.
+  t0 = dc::now_ms();
+  assert_true(write_all(up.get(), resp));
+  assert_true(rig.snoop.signal(SIGUSR1));
+  got = read_exactly(c.fd(), resp.size(), 10000);
+  ms = dc::now_ms() - t0;
+  assert_int_equal(got.size(), resp.size());
+  if (ms >= kDelayMs) fail_msg("waiting bytes took %lld ms after SIGUSR1", (long long)ms);
+
+  // A half-close waits its turn too.
+  assert_true(rig.snoop.signal(SIGUSR2));
+  assert_true(wait_for_lines(rig.log, "delay 150 ms (SIGUSR2)", 2));
+  t0 = dc::now_ms();
+  assert_int_equal(::shutdown(c.fd(), SHUT_WR), 0);
+  assert_true(peer_closed(up.get(), 10000));
+  assert_true(dc::now_ms() - t0 >= kDelayMs - kSlackMs);
+}
+
 void test_snoop_flags(void**) {
   std::string out, exe = dc::test::env_or_die("DC_SNOOP");
   assert_int_equal(dc::test::run({exe, "-bogus"}, out), 2);
@@ -336,8 +427,14 @@ void test_snoop_flags(void**) {
   assert_non_null(std::strstr(out.c_str(), "-server is required"));
   assert_int_equal(dc::test::run({exe, "-listen", "FOO:1", "-server", "UNIX:/tmp/x"}, out), 2);
   assert_non_null(std::strstr(out.c_str(), "FOO:1"));
+  assert_int_equal(
+      dc::test::run({exe, "-listen", "UNIX:/tmp/x", "-server", "UNIX:/tmp/y", "-delay", "1s"}, out),
+      2);
+  assert_non_null(std::strstr(out.c_str(), "bad -delay '1s'"));
   assert_int_equal(dc::test::run({exe, "-h"}, out), 0);
   assert_non_null(std::strstr(out.c_str(), "-listen ADDR"));
+  assert_non_null(std::strstr(out.c_str(), "-delay MS"));
+  assert_non_null(std::strstr(out.c_str(), "SIGUSR1"));
 }
 
 // ---- snoop in front of dc_server ----
@@ -422,6 +519,20 @@ void test_bench_run(void**) {
 
 // ---- dc_swamp ----
 
+// The wall clock in ms, as dc_swamp's -ticks lines give it.
+int64_t wall_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// The number after " key=" in a -ticks line; -1 when absent.
+int64_t tick_field(const std::string& line, const std::string& key) {
+  size_t p = line.find(" " + key + "=");
+  if (p == std::string::npos) return -1;
+  return std::strtoll(line.c_str() + p + key.size() + 2, nullptr, 10);
+}
+
 void swamp_against_s_server(const char* tls) {
   TempDir d;
   std::string out, openssl = dc::test::env_or_die("DC_OPENSSL");
@@ -436,9 +547,11 @@ void swamp_against_s_server(const char* tls) {
                                 d.file("cert.pem"), "-key", d.file("key.pem"), "-www", "-quiet"},
                                {}, d.file("s_server.log"));
   assert_true(dc::test::wait_for_tcp(port, 10000));
+  int64_t wall0 = wall_ms();
   rc = dc::test::run({dc::test::env_or_die("DC_SWAMP"), "-connect", hostport, "-conns", "2",
-                      "-count", "30", "-tls", tls, "-quiet"},
+                      "-count", "30", "-tls", tls, "-quiet", "-ticks", "10"},
                      out, 60000);
+  int64_t wall1 = wall_ms();
   if (rc != 0) fail_msg("dc_swamp exit %d: %s", rc, out.c_str());
   std::string j = json_line(out);
   assert_true(JsonCheck(j).valid());
@@ -447,6 +560,36 @@ void swamp_against_s_server(const char* tls) {
   assert_true(json_num(j, "resume_attempts") > 0);
   // One server with its own cache accepts every resumption.
   assert_true(json_num(j, "resumed") == json_num(j, "resume_attempts"));
+
+  // -ticks: a line at the start and at the end, times within the run and in
+  // order, cumulative counts ending at the JSON's totals, and the first
+  // resumption's time in some line.
+  std::istringstream in(out);
+  std::string line;
+  int ticks = 0;
+  int64_t prev = 0, first_resumed = 0, h = -1, r = -1, f = -1;
+  while (std::getline(in, line)) {
+    if (line.rfind("tick ", 0) != 0) continue;
+    ++ticks;
+    int64_t now = tick_field(line, "unix_ms");
+    if (now < wall0 || now > wall1 || now < prev)
+      fail_msg("tick time %lld outside the run [%lld, %lld] or before %lld", (long long)now,
+               (long long)wall0, (long long)wall1, (long long)prev);
+    prev = now;
+    h = tick_field(line, "handshakes");
+    r = tick_field(line, "resumed");
+    f = tick_field(line, "failed");
+    assert_true(tick_field(line, "attempts") >= r);
+    int64_t fr = tick_field(line, "first_resumed_unix_ms");
+    assert_true(fr >= 0);
+    if (fr != 0 && first_resumed == 0) first_resumed = fr;
+  }
+  assert_true(ticks >= 2);
+  assert_int_equal(h, 30);
+  assert_true(double(r) == json_num(j, "resumed"));
+  assert_int_equal(f, 0);
+  if (first_resumed < wall0 || first_resumed > wall1)
+    fail_msg("first_resumed_unix_ms %lld outside the run", (long long)first_resumed);
 }
 
 void test_swamp_tls12(void**) {
@@ -462,8 +605,11 @@ void test_swamp_flags(void**) {
   assert_non_null(std::strstr(out.c_str(), "-connect SERVER is required"));
   assert_int_equal(dc::test::run({exe, "-connect", "127.0.0.1:1", "-tls", "1.1"}, out), 2);
   assert_int_equal(dc::test::run({exe, "-connect", "127.0.0.1:1", "-resume", "2"}, out), 2);
+  assert_int_equal(dc::test::run({exe, "-connect", "127.0.0.1:1", "-ticks", "5"}, out), 2);
+  assert_non_null(std::strstr(out.c_str(), "bad -ticks '5'"));
   assert_int_equal(dc::test::run({exe, "-h"}, out), 0);
   assert_non_null(std::strstr(out.c_str(), "-resume RATIO"));
+  assert_non_null(std::strstr(out.c_str(), "-ticks MS"));
 }
 
 }  // namespace
@@ -473,7 +619,7 @@ int main(int argc, char** argv) {
   if (group == "snoop") {
     const CMUnitTest t[] = {cmocka_unit_test(test_snoop_passthrough),
                             cmocka_unit_test(test_snoop_corrupt),
-                            cmocka_unit_test(test_snoop_flags)};
+                            cmocka_unit_test(test_snoop_delay), cmocka_unit_test(test_snoop_flags)};
     return cmocka_run_group_tests_name("snoop", t, nullptr, nullptr);
   }
   if (group == "snoop_server") {
