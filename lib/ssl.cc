@@ -137,7 +137,7 @@ class Target {
   };
   // A thread that outlives many targets (contexts freed and made again)
   // keeps this many connections at most; the oldest goes first.
-  static constexpr size_t kMaxThreadConns = 16;
+  static constexpr size_t kMaxThreadConns = 64;
   static thread_local std::vector<ThreadConn> t_conns_;
   static inline std::atomic<uint64_t> next_id_{1};
 

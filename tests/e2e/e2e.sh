@@ -148,6 +148,15 @@ case $scenario in
     kill -0 "$PID_B" || e2e_die "s_server B exited"
     ;;
 
+  shim_contexts)
+    # Client-side contexts and connections are exactly the application's
+    # (tests/e2e/shim_contexts.cc says what is checked). No cache is needed:
+    # nothing here connects to it.
+    [ -x "${DC_SHIM_CONTEXTS:-}" ] || e2e_die "DC_SHIM_CONTEXTS is not built"
+    env LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="UNIX:$E2E_DIR/nobody.sock" "$DC_SHIM_CONTEXTS" ||
+      e2e_die "the shim changed a client-side context or connection"
+    ;;
+
   tickets_keep)
     # DC_CACHE_TICKETS=keep leaves nginx's ticket settings alone: with its
     # default stateless tickets a TLS 1.2 session resumes only where it was

@@ -179,6 +179,16 @@ int app_session_dup(CRYPTO_EX_DATA*, const CRYPTO_EX_DATA*, void** from_d, int, 
   if (*from_d == nullptr) g_dup_without_data++;
   return 1;
 }
+// The same slot's new and free callbacks run for every SSL_SESSION made
+// and freed: at the end, none may be left (a reference the glue keeps, or
+// hands to OpenSSL twice, shows here without a leak checker).
+std::atomic<long> g_sessions_alive{0};
+void app_session_new(void*, void*, CRYPTO_EX_DATA*, int, long, void*) {
+  g_sessions_alive++;
+}
+void app_session_free(void*, void*, CRYPTO_EX_DATA*, int, long, void*) {
+  g_sessions_alive--;
+}
 
 // Counts name resolutions: libdistcache calls getaddrinfo through the
 // dynamic linker, which finds this definition first.
@@ -233,8 +243,8 @@ int main(int argc, char** argv) {
   }
   signal(SIGPIPE, SIG_IGN);
   // Before anything of ours, as an application registers it at start-up.
-  CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL_SESSION, 0, nullptr, nullptr, app_session_dup,
-                          nullptr);
+  CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL_SESSION, 0, nullptr, app_session_new, app_session_dup,
+                          app_session_free);
 
   // A real dc_server on a temporary UNIX socket.
   char dir_tmpl[] = "/tmp/dc-ssl-api.XXXXXX";
@@ -283,8 +293,11 @@ int main(int argc, char** argv) {
   for (int v : {TLS1_2_VERSION, TLS1_3_VERSION}) {
     CHECK(crosses(client.get(), s1.get(), s2.get(), v));
     CHECK(crosses(client.get(), s2.get(), s1.get(), v));
-    // 2. Another session id context finds the session but does not resume.
+    // 2. Another session id context finds the session but does not resume:
+    // its lookup was a hit (so the cache worked), OpenSSL said no.
+    unsigned long hits = stats(other.get()).hits;
     CHECK(!crosses(client.get(), s1.get(), other.get(), v));
+    CHECK(stats(other.get()).hits == hits + 1);
   }
   CHECK(stats(s1.get()).stored > 0);
   CHECK(stats(s2.get()).hits > 0);
@@ -298,6 +311,7 @@ int main(int argc, char** argv) {
     CHECK(DC_SSL_CTX_attach(off.get(), listen.c_str(), 0) == 1);
     SSL_CTX_set_session_cache_mode(off.get(), SSL_SESS_CACHE_OFF);
     CHECK(!crosses(client.get(), off.get(), s2.get(), TLS1_2_VERSION));
+    CHECK(crosses(client.get(), s1.get(), s2.get(), TLS1_2_VERSION));  // the cache works
     CHECK(!crosses(client.get(), s1.get(), off.get(), TLS1_2_VERSION));
     DC_SSL_STATS o = stats(off.get());
     CHECK(o.stored == 0 && o.hits == 0 && o.misses == 0);
@@ -333,8 +347,10 @@ int main(int argc, char** argv) {
     CHECK(resumed == kThreads * kEach);
   }
 
-  // 6. A forked child opens its own connection and resumes sessions.
+  // 6. A forked child opens its own connections (one per attachment it
+  // uses: s1 and s2) and resumes sessions; the parent keeps its own.
   {
+    long before = settled_stat(stats_file, "accepted");
     pid_t child = fork();
     if (child == 0) {
       bool ok = crosses(client.get(), s1.get(), s2.get(), TLS1_3_VERSION) &&
@@ -345,6 +361,9 @@ int main(int argc, char** argv) {
     CHECK(child > 0 && waitpid(child, &status, 0) == child);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     CHECK(crosses(client.get(), s1.get(), s2.get(), TLS1_2_VERSION));  // parent unaffected
+    long after = settled_stat(stats_file, "accepted");
+    if (after - before != 2) std::fprintf(stderr, "fork: accepted %ld -> %ld\n", before, after);
+    CHECK(after - before == 2);
   }
 
   // 7. A cache that is not there: full handshakes, never a failure.
@@ -475,10 +494,137 @@ int main(int argc, char** argv) {
     CHECK(g_getaddrinfo_calls == before + 1);
   }
 
+  // 14. The lifetime the cache gets is the session's own (300 s here, as
+  // nginx's default, in milliseconds): a session still resumes after a
+  // pause longer than the protocol's smallest lifetime (500 ms) and than a
+  // second.
+  {
+    SSL_CTX_set_timeout(s1.get(), 300);
+    Result a12 = connect(client.get(), s1.get(), TLS1_2_VERSION, nullptr);
+    Result a13 = connect(client.get(), s1.get(), TLS1_3_VERSION, nullptr);
+    CHECK(a12.ok && a13.ok);
+    usleep(1600 * 1000);
+    Result b12 = connect(client.get(), s2.get(), TLS1_2_VERSION, a12.session.get());
+    Result b13 = connect(client.get(), s2.get(), TLS1_3_VERSION, a13.session.get());
+    CHECK(b12.ok && b12.reused);
+    CHECK(b13.ok && b13.reused);
+  }
+
+  // 15. OpenSSL's internal store on: its evictions, SSL_CTX_free included,
+  // and explicit removals reach the remove callback, and must not delete
+  // what other servers resume; with the store off, an explicit removal is a
+  // real invalidation and does reach the cache.
+  {
+    CtxPtr internal = server_ctx(id, "cluster");
+    SSL_CTX_set_session_cache_mode(internal.get(), SSL_SESS_CACHE_SERVER);
+    CHECK(DC_SSL_CTX_attach(internal.get(), listen.c_str(), 0) == 1);
+    CHECK(DC_SSL_CTX_set_timeout(internal.get(), 5000) == 1);
+    Result x = connect(client.get(), internal.get(), TLS1_2_VERSION, nullptr);
+    Result y = connect(client.get(), internal.get(), TLS1_2_VERSION, nullptr);
+    CHECK(x.ok && y.ok);
+    if (x.session) {
+      SessPtr same_id(SSL_SESSION_dup(x.session.get()));
+      CHECK(SSL_CTX_remove_session(internal.get(), same_id.get()) == 1);  // it was there
+    }
+    internal.reset();  // flushes y from the internal store
+    Result x2 = connect(client.get(), s2.get(), TLS1_2_VERSION, x.session.get());
+    Result y2 = connect(client.get(), s2.get(), TLS1_2_VERSION, y.session.get());
+    CHECK(x2.ok && x2.reused);
+    CHECK(y2.ok && y2.reused);
+    // The control: s1 keeps no internal store, so its removal is forwarded.
+    Result z = connect(client.get(), s1.get(), TLS1_2_VERSION, nullptr);
+    CHECK(z.ok);
+    if (z.session) {
+      SessPtr same_id(SSL_SESSION_dup(z.session.get()));
+      SSL_CTX_remove_session(s1.get(), same_id.get());
+      Result z2 = connect(client.get(), s2.get(), TLS1_2_VERSION, z.session.get());
+      CHECK(z2.ok && !z2.reused);
+    }
+  }
+
+  // 16. Hostile cache contents under the id a client offers: garbage, a
+  // truncated session, a session with another id, with another session id
+  // context, an expired one. Each is a miss and a full handshake, never a
+  // failure, and leaves nothing in the application's error queue. The
+  // control: the real entry put back resumes.
+  {
+    DC_CTX* raw = DC_CTX_new(listen.c_str(), DC_CTX_FLAG_PERSISTENT | DC_CTX_FLAG_NO_ENV);
+    CHECK(raw != nullptr);
+    DC_CTX_set_timeout(raw, 5000);
+    Result made = connect(client.get(), s1.get(), TLS1_2_VERSION, nullptr);
+    Result other_made = connect(client.get(), s1.get(), TLS1_2_VERSION, nullptr);
+    CHECK(made.ok && other_made.ok && made.session && other_made.session && raw);
+    if (raw && made.session && other_made.session) {
+      unsigned id_len = 0, other_len = 0;
+      const unsigned char* sid = SSL_SESSION_get_id(made.session.get(), &id_len);
+      const unsigned char* oid = SSL_SESSION_get_id(other_made.session.get(), &other_len);
+      std::vector<unsigned char> real(32768), other_bytes(32768);
+      unsigned real_len = 0, other_bytes_len = 0;
+      CHECK(DC_CTX_get_session(raw, sid, id_len, real.data(), 32768, &real_len) == 1);
+      CHECK(DC_CTX_get_session(raw, oid, other_len, other_bytes.data(), 32768, &other_bytes_len) ==
+            1);
+      real.resize(real_len);
+      other_bytes.resize(other_bytes_len);
+      // The server's session, re-encoded after `edit`.
+      auto edited = [&](auto edit) {
+        const unsigned char* p = real.data();
+        SessPtr sess(d2i_SSL_SESSION(nullptr, &p, long(real.size())));
+        CHECK(sess != nullptr);
+        if (!sess) return std::vector<unsigned char>();
+        edit(sess.get());
+        std::vector<unsigned char> out(size_t(i2d_SSL_SESSION(sess.get(), nullptr)));
+        unsigned char* q = out.data();
+        i2d_SSL_SESSION(sess.get(), &q);
+        return out;
+      };
+      std::vector<unsigned char> garbage(200);
+      for (size_t i = 0; i < garbage.size(); ++i) garbage[i] = (unsigned char)(i * 37 + 11);
+      struct Case {
+        const char* what;
+        std::vector<unsigned char> bytes;
+      };
+      const Case cases[] = {
+          {"garbage", garbage},
+          {"truncated", std::vector<unsigned char>(real.begin(), real.begin() + real.size() / 2)},
+          {"another session's bytes", other_bytes},
+          {"another id", edited([](SSL_SESSION* x) {
+             const unsigned char nid[32] = {1, 2, 3};
+             SSL_SESSION_set1_id(x, nid, sizeof nid);
+           })},
+          {"another session id context", edited([](SSL_SESSION* x) {
+             SSL_SESSION_set1_id_context(x, (const unsigned char*)"another-service", 15);
+           })},
+          {"expired", edited([](SSL_SESSION* x) {
+             SSL_SESSION_set_time(x, long(time(nullptr)) - 1000);
+             SSL_SESSION_set_timeout(x, 300);
+           })},
+          {"the real one (control)", real},
+      };
+      for (const Case& c : cases) {
+        DC_CTX_remove_session(raw, sid, id_len);
+        bool stored = DC_CTX_add_session(raw, sid, id_len, c.bytes.data(), unsigned(c.bytes.size()),
+                                         60000) == 1;
+        CHECK(stored);
+        Result r = connect(client.get(), s2.get(), TLS1_2_VERSION, made.session.get());
+        bool control = &c == &cases[std::size(cases) - 1];
+        if (!r.ok || r.reused != control)
+          std::fprintf(stderr, "hostile entry (%s): ok %d, reused %d\n", c.what, r.ok, r.reused);
+        CHECK(r.ok);
+        CHECK(r.reused == control);
+        CHECK(ERR_peek_error() == 0);
+      }
+    }
+    DC_CTX_free(raw);
+  }
+
   client.reset();
   s1.reset();
   s2.reset();
   other.reset();
+  // 17. Every session made in this run was freed: the glue neither keeps
+  // a reference nor gives OpenSSL one too many.
+  if (g_sessions_alive != 0) std::fprintf(stderr, "%ld sessions alive\n", g_sessions_alive.load());
+  CHECK(g_sessions_alive == 0);
   kill(server, SIGTERM);
   waitpid(server, nullptr, 0);
   unlink(sock.c_str());
