@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "proto.h"
+#include "seal.h"
 #include "ssl_attach.h"
 
 namespace dc::ssl {
@@ -238,7 +239,25 @@ struct Attachment {
   // to the context's options.
   std::atomic<bool> per_connection{false};
   bool app_no_ticket = false;  // SSL_OP_NO_TICKET was set before attaching
-  std::atomic<unsigned long> stored{0}, store_failed{0}, hits{0}, misses{0}, removed{0};
+  // Sealing: the keyring in use (null: sessions in the clear, as 1.x), and
+  // whether the last attempt to set one failed, which turns caching off
+  // rather than fall back to the clear. Keyrings live as long as the
+  // attachment, like backends, so a callback never sees one freed.
+  std::atomic<const seal::Keyring*> keyring{nullptr};
+  std::atomic<bool> seal_failed{false};
+  std::vector<std::unique_ptr<const seal::Keyring>> keyrings;  // guarded by owned_mu
+  std::atomic<bool> told_unopened{false};
+  std::atomic<unsigned long> stored{0}, store_failed{0}, hits{0}, misses{0}, removed{0},
+      unopened{0};
+
+  void set_keyring(std::unique_ptr<const seal::Keyring> kr) {
+    std::lock_guard<std::mutex> lk(owned_mu);
+    keyring.store(kr.get(), std::memory_order_release);
+    keyrings.push_back(std::move(kr));
+    seal_failed = false;
+  }
+  // Caching is off while a keyring was asked for and could not be used.
+  bool usable() const { return !seal_failed.load(std::memory_order_relaxed); }
 
   Backend* get_backend() const { return backend.load(std::memory_order_acquire); }
   void set_backend(std::unique_ptr<Backend> b) {
@@ -350,7 +369,8 @@ void store(Attachment& a, SSL_SESSION* sess) {
   unsigned id_len = 0;
   const unsigned char* id = SSL_SESSION_get_id(sess, &id_len);
   if (id_len == 0 || id_len > proto::kMaxIdLen) return;
-  unsigned long ms = lifetime_ms(sess, long(time(nullptr)));
+  long now = long(time(nullptr));
+  unsigned long ms = lifetime_ms(sess, now);
   if (ms == 0) return;
 
   ERR_set_mark();
@@ -370,6 +390,25 @@ void store(Attachment& a, SSL_SESSION* sess) {
   auto& buf = session_buffer();
   unsigned char* p = buf.data();
   i2d_SSL_SESSION(sess, &p);
+  const unsigned char* entry = buf.data();
+  size_t entry_len = size_t(len);
+  thread_local std::vector<uint8_t> sealed;
+  if (const seal::Keyring* kr = a.keyring.load(std::memory_order_acquire)) {
+    unsigned ctx_len = 0;
+    const unsigned char* ctx = SSL_SESSION_get0_id_context(sess, &ctx_len);
+    sealed.clear();
+    // The entry expires with the session: the cache keeps it no longer.
+    int64_t expiry = int64_t(now) + int64_t((ms + 999) / 1000);
+    if (!seal::seal(*kr, {id, id_len}, {ctx, ctx_len}, expiry, {buf.data(), size_t(len)}, sealed) ||
+        sealed.size() > proto::kMaxSessionData) {
+      log(LogLevel::info, "session %s could not be sealed (%zu bytes): not stored",
+          hex_id(id, id_len).c_str(), sealed.size());
+      a.store_failed++;
+      return;
+    }
+    entry = sealed.data();
+    entry_len = sealed.size();
+  }
 
   Backend* b = a.get_backend();
   Lease l = b ? b->acquire() : Lease{};
@@ -377,7 +416,7 @@ void store(Attachment& a, SSL_SESSION* sess) {
     a.store_failed++;
     return;
   }
-  int ok = DC_CTX_add_session(l.dc, id, id_len, buf.data(), unsigned(len), ms);
+  int ok = DC_CTX_add_session(l.dc, id, id_len, entry, unsigned(entry_len), ms);
   note_result(l, "add");
   if (ok) {
     a.stored++;
@@ -420,9 +459,27 @@ SSL_SESSION* fetch(Attachment& a, SSL* s, const unsigned char* id, unsigned id_l
     log(LogLevel::debug, "session %s: miss", hex_id(id, id_len).c_str());
     return nullptr;
   }
+  const unsigned char* der = buf.data();
+  size_t der_len = used;
+  thread_local std::vector<uint8_t> opened, opened_ctx;
+  if (const seal::Keyring* kr = a.keyring.load(std::memory_order_acquire)) {
+    // Only what authenticates reaches d2i_SSL_SESSION.
+    seal::OpenError e = seal::open(*kr, {id, id_len}, int64_t(time(nullptr)), {buf.data(), used},
+                                   opened, opened_ctx);
+    if (e != seal::OpenError::none) {
+      a.unopened++;
+      a.misses++;
+      if (!a.told_unopened.exchange(true))
+        log(LogLevel::info, "a cache entry (session %s) did not open: %s; such entries are misses",
+            hex_id(id, id_len).c_str(), seal::to_string(e));
+      return nullptr;
+    }
+    der = opened.data();
+    der_len = opened.size();
+  }
   ERR_set_mark();
-  const unsigned char* p = buf.data();
-  SSL_SESSION* sess = d2i_SSL_SESSION(nullptr, &p, long(used));
+  const unsigned char* p = der;
+  SSL_SESSION* sess = d2i_SSL_SESSION(nullptr, &p, long(der_len));
   if (sess == nullptr) {
     openssl_failed("d2i_SSL_SESSION of a cached session");
     a.misses++;
@@ -432,8 +489,14 @@ SSL_SESSION* fetch(Attachment& a, SSL* s, const unsigned char* id, unsigned id_l
   unsigned got_len = 0;
   const unsigned char* got = SSL_SESSION_get_id(sess, &got_len);
   const char* reject = nullptr;
+  unsigned sess_ctx_len = 0;
+  const unsigned char* sess_ctx = SSL_SESSION_get0_id_context(sess, &sess_ctx_len);
   if (got_len != id_len || std::memcmp(got, id, id_len) != 0)
     reject = "the cache returned a session with another id";
+  else if (der != buf.data() &&
+           (sess_ctx_len != opened_ctx.size() ||
+            (sess_ctx_len > 0 && std::memcmp(sess_ctx, opened_ctx.data(), sess_ctx_len) != 0)))
+    reject = "its sealed session id context is not the session's";
   else if (would_fail_handshake(s, sess))
     reject = "it has no session id context and this server verifies peers";
   else if (early_data_possible(s, sess) && !take(a, sess))
@@ -459,7 +522,7 @@ int new_session_cb(SSL* s, SSL_SESSION* sess) {
   SSL_CTX* ctx = SSL_get_SSL_CTX(s);
   Attachment* a = attachment(ctx);
   if (a == nullptr) return 0;
-  if (SSL_is_server(s) && server_mode(ctx)) {
+  if (SSL_is_server(s) && server_mode(ctx) && a->usable()) {
     store(*a, sess);
     // A session that allows early data lives only in the cluster cache, so
     // every use of it goes through the single-use take: OpenSSL has just
@@ -480,7 +543,7 @@ SSL_SESSION* get_session_cb(SSL* s, const unsigned char* id, int len, int* copy)
   SSL_CTX* ctx = SSL_get_SSL_CTX(s);
   Attachment* a = attachment(ctx);
   if (a == nullptr) return nullptr;
-  bool ours = SSL_is_server(s) && server_mode(ctx) && len > 0;
+  bool ours = SSL_is_server(s) && server_mode(ctx) && len > 0 && a->usable();
   if (ours) {
     if (SSL_SESSION* sess = fetch(*a, s, id, unsigned(len))) {
       if (early_data_possible(s, sess)) hand_to_single_use_check(s, sess);
@@ -513,7 +576,8 @@ void remove_session_cb(SSL_CTX* ctx, SSL_SESSION* sess) {
   if (a == nullptr) return;
   if (sess == t_taken) {
     t_taken = nullptr;  // taken from the cache already
-  } else if (server_mode(ctx) && !internal_store(ctx) && !SSL_SESSION_has_ticket(sess)) {
+  } else if (server_mode(ctx) && !internal_store(ctx) && !SSL_SESSION_has_ticket(sess) &&
+             a->usable()) {
     unsigned id_len = 0;
     const unsigned char* id = SSL_SESSION_get_id(sess, &id_len);
     Backend* b = a->get_backend();
@@ -618,12 +682,13 @@ std::shared_ptr<Target> make_target(const std::string& addr, unsigned timeout_ms
 }
 
 bool attach_shared(SSL_CTX* ctx, std::shared_ptr<Target> target, bool keep_tickets,
-                   std::string& err) {
+                   std::unique_ptr<const seal::Keyring> keyring, std::string& err) {
   if (attachment(ctx) != nullptr) return true;
   if (!install(ctx, std::make_unique<TargetBackend>(std::move(target)), keep_tickets, true)) {
     err = t_last_error;
     return false;
   }
+  if (keyring) attachment(ctx)->set_keyring(std::move(keyring));
   return true;
 }
 
@@ -717,6 +782,31 @@ int DC_SSL_CTX_attach_ctx(SSL_CTX* ctx, DC_CTX* dc, unsigned int flags) {
                  false)
              ? 1
              : 0;
+}
+
+int DC_SSL_CTX_set_seal_keys(SSL_CTX* ctx, const char* keyring_path) {
+  Attachment* a = attachment(ctx);
+  if (a == nullptr) return fail("DC_SSL_CTX_set_seal_keys: context not attached");
+  if (keyring_path == nullptr) {
+    a->seal_failed = true;
+    return fail("DC_SSL_CTX_set_seal_keys: NULL path; caching is off for this context");
+  }
+  auto kr = std::make_unique<dc::seal::Keyring>();
+  std::string err;
+  if (!dc::seal::load_keyring(keyring_path, *kr, err)) {
+    // Never a fall-back to sessions in the clear.
+    a->seal_failed = true;
+    return fail((err + "; caching is off for this context").c_str());
+  }
+  a->set_keyring(std::move(kr));
+  return 1;
+}
+
+int DC_SSL_CTX_get_unopened(const SSL_CTX* ctx, unsigned long* out) {
+  Attachment* a = attachment(ctx);
+  if (a == nullptr || out == nullptr) return fail("DC_SSL_CTX_get_unopened: not attached or NULL");
+  *out = a->unopened;
+  return 1;
 }
 
 int DC_SSL_CTX_set_timeout(SSL_CTX* ctx, unsigned int msecs) {

@@ -15,6 +15,8 @@
 #include <memory>
 #include <string>
 
+#include "seal.h"
+
 namespace dc::ssl {
 
 using NewCb = int (*)(SSL*, SSL_SESSION*);
@@ -55,11 +57,12 @@ class Target;
 std::shared_ptr<Target> make_target(const std::string& addr, unsigned timeout_ms, std::string& err);
 
 // Attaches `target` to ctx unless ctx is attached already (an interposer
-// may see one context twice: SSL_CTX_new calls SSL_CTX_new_ex). The ticket
-// policy is left to the caller, per connection (apply_ticket_policy).
+// may see one context twice: SSL_CTX_new calls SSL_CTX_new_ex), sealing
+// entries with `keyring` when it is not null. The ticket policy is left to
+// the caller, per connection (apply_ticket_policy).
 // Returns false with `err` set on failure.
 bool attach_shared(SSL_CTX* ctx, std::shared_ptr<Target> target, bool keep_tickets,
-                   std::string& err);
+                   std::unique_ptr<const seal::Keyring> keyring, std::string& err);
 
 // The application's session callbacks of an attached context: the setters
 // record the callback, to be chained for the sessions the cache does not

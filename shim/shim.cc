@@ -30,6 +30,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -106,6 +107,7 @@ struct Config {
   std::shared_ptr<ssl::Target> target;  // every context of the process uses it
   unsigned timeout_ms = 0;              // 0: the library default
   bool keep_tickets = false;
+  std::string seal_keys;  // DC_CACHE_SEAL_KEYS: the keyring file, read per context
   LogLevel log = LogLevel::error;
 };
 
@@ -200,6 +202,14 @@ Config load_config() {
       config_error("DC_CACHE_TICKETS='%s' is not stateful or keep; using stateful", v);
   }
 
+  if (const char* v = getenv("DC_CACHE_SEAL_KEYS"); v != nullptr && *v != '\0') {
+    c.seal_keys = v;
+  } else {
+    write_line("notice",
+               "sessions are stored unsealed (DC_CACHE_SEAL_KEYS is not set): whoever can reach "
+               "the cache can read and forge them; see docs/security.md");
+  }
+
   // The address is parsed and resolved once, here (during the host's
   // configuration, at its first SSL_CTX_new), never on a handshake; a typo
   // is one line at start-up.
@@ -221,9 +231,10 @@ Config load_config() {
   ssl::set_real_fns(fns);
   ssl::set_log(log_sink, c.log);
   c.enabled = true;
-  log(LogLevel::info, "distributed cache %s, tickets %s, timeout %u ms", addr,
+  log(LogLevel::info, "distributed cache %s, tickets %s, timeout %u ms, %s", addr,
       c.keep_tickets ? "keep" : "stateful",
-      c.timeout_ms ? c.timeout_ms : unsigned(DC_DEFAULT_OP_TIMEOUT_MS));
+      c.timeout_ms ? c.timeout_ms : unsigned(DC_DEFAULT_OP_TIMEOUT_MS),
+      c.seal_keys.empty() ? "unsealed" : "sealed");
   return c;
 }
 
@@ -262,8 +273,27 @@ void on_new_ctx(SSL_CTX* ctx, const SSL_METHOD* meth) {
   const Config& c = config();
   if (!c.enabled || ctx == nullptr || client_only(meth) || ssl::is_attached(ctx)) return;
   std::string err;
+  // The keyring is read for every new context, so that a server that
+  // reloads its configuration (nginx -s reload) reads it again. A keyring
+  // that cannot be used leaves the context without the cache: never a
+  // fall-back to sessions in the clear.
+  std::unique_ptr<dc::seal::Keyring> keyring;
+  if (!c.seal_keys.empty()) {
+    keyring = std::make_unique<dc::seal::Keyring>();
+    if (!dc::seal::load_keyring(c.seal_keys, *keyring, err)) {
+      static std::mutex mu;
+      static std::string said;  // one line per distinct problem, not per context
+      std::lock_guard<std::mutex> lk(mu);
+      if (err != said) {
+        config_error("DC_CACHE_SEAL_KEYS: %s; the distributed cache is off for this server",
+                     err.c_str());
+        said = err;
+      }
+      return;
+    }
+  }
   // SSL_CTX_new may call SSL_CTX_new_ex through the interposer: attach once.
-  if (!ssl::attach_shared(ctx, c.target, c.keep_tickets, err)) {
+  if (!ssl::attach_shared(ctx, c.target, c.keep_tickets, std::move(keyring), err)) {
     log(LogLevel::error, "cache not attached to a context: %s", err.c_str());
     return;
   }

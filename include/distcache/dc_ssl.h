@@ -73,6 +73,25 @@ DC_EXPORT int DC_SSL_CTX_attach(SSL_CTX* ctx, const char* target, unsigned int f
  * 0 when ctx or dc is NULL. */
 DC_EXPORT int DC_SSL_CTX_attach_ctx(SSL_CTX* ctx, DC_CTX* dc, unsigned int flags);
 
+/* Seals this context's cache entries with the keyring file at
+ * `keyring_path` (one key per line, 64 hex digits, e.g. from
+ * `openssl rand -hex 32`; '#' comments; the first key seals, every key
+ * opens; the file must be readable by its owner only). From then on the
+ * cache holds only ciphertext (AES-256-GCM, a key per entry derived from a
+ * cluster key; docs/security.md has the format), and an entry that does not
+ * open (another keyring, tampered, moved to another session id, expired, in
+ * the clear) is a miss. Call it after attaching and before handshakes; the
+ * file is read now. Returns 1 on success; 0 when ctx is not attached or the
+ * file is missing, malformed or readable by others: DC_SSL_last_error() says
+ * why, and caching stays off for this context (never a fall-back to
+ * sessions in the clear) until a call succeeds. */
+DC_EXPORT int DC_SSL_CTX_set_seal_keys(SSL_CTX* ctx, const char* keyring_path);
+
+/* Sets *out to the number of cache entries of ctx that did not open since
+ * it was attached (each was a miss). Returns 1, or 0 when ctx is not
+ * attached or out is NULL. */
+DC_EXPORT int DC_SSL_CTX_get_unopened(const SSL_CTX* ctx, unsigned long* out);
+
 /* Sets the deadline of each cache operation of an attached context, in
  * milliseconds (1..60000; default DC_DEFAULT_OP_TIMEOUT_MS). Applies, for
  * DC_SSL_CTX_attach_ctx, to the given DC_CTX at once; by address, from each thread's next cache
