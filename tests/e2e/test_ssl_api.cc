@@ -29,6 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -615,6 +616,111 @@ int main(int argc, char** argv) {
       }
     }
     DC_CTX_free(raw);
+  }
+
+  // 18. Sealed entries: two contexts with one keyring resume each other's
+  // sessions; the cache holds neither the master key nor the peer's
+  // certificate; an entry in the clear, sealed by another keyring, or
+  // moved to another id is a miss; a keyring readable by others turns
+  // caching off for its context instead of falling back to the clear.
+  {
+    std::string keys = std::string(dir) + "/keys", other_keys = std::string(dir) + "/other-keys",
+                open_keys = std::string(dir) + "/open-keys";
+    auto write_keys = [](const std::string& path, const char* key, mode_t mode) {
+      FILE* f = std::fopen(path.c_str(), "w");
+      std::fprintf(f, "# test keyring\n%s\n", key);
+      std::fclose(f);
+      chmod(path.c_str(), mode);
+    };
+    write_keys(keys, "8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0", 0600);
+    write_keys(other_keys, "00000000000000000000000000000000000000000000000000000000000000aa",
+               0600);
+    write_keys(open_keys, "8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0", 0644);
+    CtxPtr a = server_ctx(id, "cluster"), b = server_ctx(id, "cluster"),
+           stranger = server_ctx(id, "cluster"), loose = server_ctx(id, "cluster");
+    for (SSL_CTX* c : {a.get(), b.get(), stranger.get(), loose.get()}) {
+      CHECK(DC_SSL_CTX_attach(c, listen.c_str(), 0) == 1);
+      CHECK(DC_SSL_CTX_set_timeout(c, 5000) == 1);
+    }
+    CHECK(DC_SSL_CTX_set_seal_keys(a.get(), keys.c_str()) == 1);
+    CHECK(DC_SSL_CTX_set_seal_keys(b.get(), keys.c_str()) == 1);
+    CHECK(DC_SSL_CTX_set_seal_keys(stranger.get(), other_keys.c_str()) == 1);
+    CHECK(DC_SSL_CTX_set_seal_keys(loose.get(), open_keys.c_str()) == 0);
+    CHECK(std::strstr(DC_SSL_last_error(), "chmod 600") != nullptr);
+    for (int v : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+      CHECK(crosses(client.get(), a.get(), b.get(), v));
+      CHECK(crosses(client.get(), b.get(), a.get(), v));
+      CHECK(!crosses(client.get(), a.get(), stranger.get(), v));  // another cluster's key
+      CHECK(!crosses(client.get(), s1.get(), a.get(), v));        // an entry in the clear
+    }
+    unsigned long unopened = 0;
+    CHECK(DC_SSL_CTX_get_unopened(stranger.get(), &unopened) == 1 && unopened >= 2);
+    CHECK(DC_SSL_CTX_get_unopened(a.get(), &unopened) == 1 && unopened >= 2);
+    // What the cache holds for a TLS 1.2 session whose client presented a
+    // certificate: sealed, neither the master key nor the certificate; in
+    // the clear (the control), both.
+    DC_CTX* raw = DC_CTX_new(listen.c_str(), DC_CTX_FLAG_PERSISTENT | DC_CTX_FLAG_NO_ENV);
+    CHECK(raw != nullptr);
+    DC_CTX_set_timeout(raw, 5000);
+    CtxPtr cert_client(SSL_CTX_new(TLS_client_method()));
+    SSL_CTX_use_certificate(cert_client.get(), id.cert.get());
+    SSL_CTX_use_PrivateKey(cert_client.get(), id.key.get());
+    CtxPtr plain = server_ctx(id, "cluster");
+    CHECK(DC_SSL_CTX_attach(plain.get(), listen.c_str(), 0) == 1);
+    CHECK(DC_SSL_CTX_set_timeout(plain.get(), 5000) == 1);
+    unsigned char* cert_der = nullptr;
+    int cert_len = i2d_X509(id.cert.get(), &cert_der);
+    CHECK(cert_len > 64);
+    // The entry stored for a fresh session made on `server`, and whether it
+    // holds the session's master key and the client's certificate.
+    auto holds_secrets = [&](SSL_CTX* server, bool& mk_found, bool& cert_found) {
+      SSL_CTX_set_verify(server, SSL_VERIFY_PEER, [](int, X509_STORE_CTX*) { return 1; });
+      Result r = connect(cert_client.get(), server, TLS1_2_VERSION, nullptr);
+      CHECK(r.ok && r.session);
+      if (!r.ok || !r.session || raw == nullptr || cert_len <= 64)
+        return std::vector<unsigned char>();
+      unsigned id_len = 0;
+      const unsigned char* sid = SSL_SESSION_get_id(r.session.get(), &id_len);
+      std::vector<unsigned char> entry(32768);
+      unsigned used = 0;
+      CHECK(DC_CTX_get_session(raw, sid, id_len, entry.data(), 32768, &used) == 1);
+      entry.resize(used);
+      unsigned char mk[64];
+      size_t mk_len = SSL_SESSION_get_master_key(r.session.get(), mk, sizeof mk);
+      CHECK(mk_len == 48);
+      mk_found = std::search(entry.begin(), entry.end(), mk, mk + 16) != entry.end();
+      cert_found =
+          std::search(entry.begin(), entry.end(), cert_der + 32, cert_der + 64) != entry.end();
+      return entry;
+    };
+    bool mk_found = false, cert_found = false;
+    holds_secrets(plain.get(), mk_found, cert_found);
+    CHECK(mk_found && cert_found);  // the control: in the clear, both are there
+    std::vector<unsigned char> entry = holds_secrets(a.get(), mk_found, cert_found);
+    CHECK(!mk_found && !cert_found);
+    CHECK(!entry.empty() && entry[0] == 0xD1);
+    OPENSSL_free(cert_der);
+    // The same sealed entry under another id: a miss.
+    Result moved = connect(client.get(), b.get(), TLS1_2_VERSION, nullptr);
+    CHECK(moved.ok && moved.session);
+    if (moved.session && raw && !entry.empty()) {
+      unsigned mlen = 0;
+      const unsigned char* mid = SSL_SESSION_get_id(moved.session.get(), &mlen);
+      DC_CTX_remove_session(raw, mid, mlen);
+      CHECK(DC_CTX_add_session(raw, mid, mlen, entry.data(), unsigned(entry.size()), 60000) == 1);
+      Result again = connect(client.get(), a.get(), TLS1_2_VERSION, moved.session.get());
+      CHECK(again.ok && !again.reused);
+    }
+    DC_CTX_free(raw);
+    // The context whose keyring was refused caches nothing at all.
+    DC_SSL_STATS st = stats(loose.get());
+    CHECK(!crosses(client.get(), loose.get(), a.get(), TLS1_2_VERSION));
+    CHECK(!crosses(client.get(), a.get(), loose.get(), TLS1_2_VERSION));
+    DC_SSL_STATS st2 = stats(loose.get());
+    CHECK(st2.stored == st.stored && st2.hits == st.hits && st2.misses == st.misses);
+    unlink(keys.c_str());
+    unlink(other_keys.c_str());
+    unlink(open_keys.c_str());
   }
 
   client.reset();
