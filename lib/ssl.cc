@@ -10,10 +10,13 @@
 // (i2d/d2i) are logged and removed from the thread's error queue in one
 // place, openssl_failed(), so the application never sees them.
 #include <distcache/dc_ssl.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -26,6 +29,7 @@
 #include "proto.h"
 #include "seal.h"
 #include "ssl_attach.h"
+#include "tickets.h"
 
 namespace dc::ssl {
 namespace {
@@ -40,6 +44,7 @@ RealFns g_real = {
     .sess_get_get_cb = &::SSL_CTX_sess_get_get_cb,
     .sess_get_remove_cb = &::SSL_CTX_sess_get_remove_cb,
     .clear_options = &::SSL_clear_options,
+    .set_ticket_key_cb = &::SSL_CTX_set_tlsext_ticket_key_evp_cb,
 };
 LogFn g_log_fn = nullptr;
 LogLevel g_log_max = LogLevel::off;
@@ -234,7 +239,8 @@ struct Attachment {
   std::atomic<NewCb> app_new{nullptr};
   std::atomic<GetCb> app_get{nullptr};
   std::atomic<RemoveCb> app_remove{nullptr};
-  std::atomic<bool> keep_tickets{false};
+  std::atomic<TicketPolicy> policy{TicketPolicy::stateful};
+  std::unique_ptr<class TicketKeys> tickets;  // shared policy: set by install, then read only
   // The policy is applied per connection by the caller (the shim), never
   // to the context's options.
   std::atomic<bool> per_connection{false};
@@ -265,6 +271,54 @@ struct Attachment {
     backend.store(b.get(), std::memory_order_release);
     owned.push_back(std::move(b));
   }
+};
+
+// ---- shared ticket keys (DC_CACHE_TICKETS=shared) ----
+//
+// The keys of the previous, current and next epochs, agreed through the
+// cache (tickets.h): the secret of an epoch is made by whichever process
+// first needs it and stored sealed under the epoch's reserved id with ADD,
+// which never overwrites; everyone reads the winner back. Fetches happen in
+// the handshake that finds a key missing or the epoch's end near, one at a
+// time per attachment and at most one attempt a second, each operation
+// under the cache's deadline; every other handshake uses what is there.
+// While the cache does not answer, the process makes the current epoch's
+// key itself (its tickets resume only here) and joins the cluster's once
+// the cache answers.
+class TicketKeys {
+ public:
+  explicit TicketKeys(int64_t epoch_s) : epoch_s_(epoch_s) {}
+  // Another epoch length: the keys made so far are dropped.
+  void set_epoch(int64_t epoch_s) {
+    std::lock_guard<std::mutex> lk(mu_);
+    keys_.clear();
+    epoch_s_ = epoch_s;
+  }
+
+  // The key new tickets are sealed with; false only when OpenSSL fails.
+  bool current(Attachment& a, tickets::Key& out);
+  // The key named `name` among those still accepted; `renew` when a
+  // ticket under it should be replaced by one under the current key.
+  bool find(Attachment& a, const uint8_t* name, tickets::Key& out, bool& renew);
+  int64_t epoch_s() const { return epoch_s_.load(); }
+
+ private:
+  // Fetches what is missing or due, unless another fetch runs or the last
+  // attempt was less than a second ago.
+  void refresh(Attachment& a, int64_t now);
+  // Agrees on the secret of `epoch` with the cluster: offers `candidate`
+  // (with ADD) when `create`, then reads the winner. False when the cache
+  // did not answer or the entry does not open.
+  bool agree(Attachment& a, int64_t epoch, bool create, tickets::Key& out);
+  const tickets::Key* lookup(int64_t epoch) const;  // with mu_ held
+
+  std::atomic<int64_t> epoch_s_;
+  std::mutex mu_;                   // guards keys_; never held across I/O
+  std::vector<tickets::Key> keys_;  // at most a handful
+  std::atomic<bool> fetching_{false};
+  std::atomic<int64_t> last_attempt_ms_{INT64_MIN / 2};
+  std::atomic<bool> told_own_{false};
+  std::atomic<int64_t> prev_sought_{INT64_MIN};  // the epoch whose previous key was looked for
 };
 
 void free_attachment(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
@@ -512,6 +566,199 @@ SSL_SESSION* fetch(Attachment& a, SSL* s, const unsigned char* id, unsigned id_l
   return sess;
 }
 
+// ---- shared ticket keys: the implementation ----
+
+const tickets::Key* TicketKeys::lookup(int64_t epoch) const {
+  const tickets::Key* own = nullptr;
+  for (const auto& k : keys_) {
+    if (k.epoch != epoch) continue;
+    if (k.cluster) return &k;
+    own = &k;
+  }
+  return own;
+}
+
+bool TicketKeys::agree(Attachment& a, int64_t epoch, bool create, tickets::Key& out) {
+  const seal::Keyring* kr = a.keyring.load(std::memory_order_acquire);
+  Backend* b = a.get_backend();
+  if (kr == nullptr || b == nullptr) return false;
+  Lease l = b->acquire();
+  if (l.dc == nullptr) return false;
+  std::string rid = tickets::reserved_id(epoch, epoch_s_);
+  const auto* id = reinterpret_cast<const unsigned char*>(rid.data());
+  unsigned id_len = unsigned(rid.size());
+  int64_t expiry = (epoch + 3) * epoch_s_;  // usable as previous until epoch + 2 ends
+  if (create) {
+    // This process's own key of the epoch, if it made one, is its offer:
+    // if it wins, the tickets already sealed with it stay good.
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      const tickets::Key* own = lookup(epoch);
+      if (own != nullptr) out = *own;
+    }
+    if (out.epoch != epoch && RAND_bytes(out.secret.data(), int(out.secret.size())) != 1)
+      return false;
+    std::vector<uint8_t> entry;
+    int64_t left_ms = expiry * 1000 - int64_t(time(nullptr)) * 1000;
+    if (left_ms <= 0 || !seal::seal(*kr, {id, id_len}, {}, expiry, out.secret, entry)) return false;
+    unsigned long ms =
+        std::min<unsigned long>(static_cast<unsigned long>(left_ms), proto::kMaxTimeoutMs);
+    if (DC_CTX_add_session(l.dc, id, id_len, entry.data(), unsigned(entry.size()), ms)) {
+      note_result(l, "add of a ticket key");
+      out.epoch = epoch;
+      out.cluster = true;
+      return tickets::derive(out, epoch_s_);
+    }
+    note_result(l, "add of a ticket key");
+    // Refused because another process was first (MATCHING_SESSION): read
+    // its key. Any other failure: the cache is away.
+    if (DC_CTX_last_error(l.dc) != DC_ERR_REFUSED) return false;
+  }
+  std::vector<unsigned char> buf(proto::kMaxSessionData);
+  unsigned used = 0;
+  int hit = DC_CTX_get_session(l.dc, id, id_len, buf.data(), unsigned(buf.size()), &used);
+  note_result(l, "get of a ticket key");
+  if (!hit || used > buf.size()) return false;
+  std::vector<uint8_t> secret, ctx;
+  seal::OpenError e =
+      seal::open(*kr, {id, id_len}, int64_t(time(nullptr)), {buf.data(), used}, secret, ctx);
+  if (e != seal::OpenError::none || secret.size() != tickets::kSecretSize) {
+    a.unopened++;
+    log(LogLevel::error,
+        "the ticket key of epoch %lld in the cache did not open (%s): is the "
+        "keyring the same on every host?",
+        (long long)epoch, seal::to_string(e));
+    return false;
+  }
+  std::copy(secret.begin(), secret.end(), out.secret.begin());
+  OPENSSL_cleanse(secret.data(), secret.size());
+  out.epoch = epoch;
+  out.cluster = true;
+  return tickets::derive(out, epoch_s_);
+}
+
+void TicketKeys::refresh(Attachment& a, int64_t now) {
+  int64_t e = tickets::epoch_of(now, epoch_s_);
+  bool need_cur, need_next, need_prev;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    const tickets::Key* cur = lookup(e);
+    need_cur = cur == nullptr || !cur->cluster;
+    // The next epoch's key is agreed on during the last tenth of this one
+    // (at least the last second), so that the change costs no handshake.
+    need_next = now >= (e + 1) * epoch_s_ - std::max<int64_t>(epoch_s_ / 10, 1) &&
+                (lookup(e + 1) == nullptr || !lookup(e + 1)->cluster);
+    // The previous epoch's key is looked for once: if the cluster had none
+    // (nobody issued tickets then), there is nothing to open.
+    need_prev = lookup(e - 1) == nullptr && prev_sought_ != e - 1;
+  }
+  if (!need_cur && !need_next && !need_prev) return;
+  int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now().time_since_epoch())
+                       .count();
+  if (now_ms - last_attempt_ms_.load() < 1000 || fetching_.exchange(true)) return;
+  last_attempt_ms_ = now_ms;
+  std::vector<tickets::Key> got;
+  bool cache_answered = true;
+  for (int64_t epoch : {e, e + 1, e - 1}) {
+    bool wanted = epoch == e ? need_cur : epoch == e + 1 ? need_next : need_prev;
+    if (!wanted || !cache_answered) continue;
+    tickets::Key k;
+    // The previous epoch's key is only read: nobody will seal with it.
+    if (agree(a, epoch, epoch != e - 1, k))
+      got.push_back(k);
+    else if (epoch != e - 1)
+      cache_answered = false;
+    if (epoch == e - 1) prev_sought_ = e - 1;
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  for (auto& k : got) {
+    // The cluster's key replaces this process's own; the own key is kept
+    // too, to open the tickets this process sealed with it.
+    std::erase_if(keys_, [&](const tickets::Key& x) { return x.epoch == k.epoch && x.cluster; });
+    keys_.push_back(k);
+  }
+  if (lookup(e) == nullptr) {
+    tickets::Key own;
+    own.epoch = e;
+    if (RAND_bytes(own.secret.data(), int(own.secret.size())) == 1 &&
+        tickets::derive(own, epoch_s_)) {
+      keys_.push_back(own);
+      if (!told_own_.exchange(true))
+        log(LogLevel::error,
+            "shared ticket keys: the cache did not answer; this process uses a "
+            "key of its own (its tickets resume only here) until it does");
+    }
+  }
+  // Anything older than the previous epoch opens nothing any more.
+  std::erase_if(keys_, [&](const tickets::Key& x) { return x.epoch < e - 1; });
+  fetching_ = false;
+}
+
+bool TicketKeys::current(Attachment& a, tickets::Key& out) {
+  int64_t now = int64_t(time(nullptr));
+  refresh(a, now);
+  int64_t e = tickets::epoch_of(now, epoch_s_);
+  std::lock_guard<std::mutex> lk(mu_);
+  const tickets::Key* k = lookup(e);
+  if (k == nullptr) return false;
+  out = *k;
+  return true;
+}
+
+bool TicketKeys::find(Attachment& a, const uint8_t* name, tickets::Key& out, bool& renew) {
+  int64_t now = int64_t(time(nullptr));
+  refresh(a, now);
+  int64_t e = tickets::epoch_of(now, epoch_s_);
+  std::lock_guard<std::mutex> lk(mu_);
+  for (const auto& k : keys_) {
+    if (std::memcmp(k.name.data(), name, tickets::kNameSize) != 0) continue;
+    if (k.epoch < e - 1 || k.epoch > e + 1) return false;
+    out = k;
+    // Under the previous or next key, or this process's own while the
+    // cluster has one: opened, and replaced by a ticket under the current.
+    const tickets::Key* cur = lookup(e);
+    renew = cur == nullptr || std::memcmp(cur->name.data(), name, tickets::kNameSize) != 0;
+    return true;
+  }
+  return false;
+}
+
+// OpenSSL's ticket key callback for contexts with the shared policy. enc:
+// a new ticket (1: sealed, 0: none issued); otherwise a ticket to open (1:
+// use, 2: use and issue a new one, 0: unknown key, a full handshake).
+int ticket_key_cb(SSL* s, unsigned char* name, unsigned char* iv, EVP_CIPHER_CTX* c, EVP_MAC_CTX* h,
+                  int enc) {
+  Attachment* a = attachment(SSL_get_SSL_CTX(s));
+  if (a == nullptr || a->tickets == nullptr || a->keyring.load() == nullptr) return 0;
+  tickets::Key k;
+  bool renew = false;
+  if (enc) {
+    if (!a->tickets->current(*a, k)) return 0;
+    std::memcpy(name, k.name.data(), tickets::kNameSize);
+    if (RAND_bytes(iv, 16) != 1) return -1;
+    // The lifetime hint never promises more than the keys keep: a ticket
+    // of epoch e opens until epoch e + 1 ends, at least one epoch.
+    if (SSL_SESSION* sess = SSL_get_session(s);
+        sess != nullptr && SSL_SESSION_get_timeout(sess) > long(a->tickets->epoch_s()))
+      SSL_SESSION_set_timeout(sess, long(a->tickets->epoch_s()));
+  } else if (!a->tickets->find(*a, name, k, renew)) {
+    return 0;
+  }
+  char digest[] = "SHA256";
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac.data(), k.hmac.size()),
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+      OSSL_PARAM_construct_end(),
+  };
+  int ok = enc ? EVP_EncryptInit_ex(c, EVP_aes_256_cbc(), nullptr, k.aes.data(), iv)
+               : EVP_DecryptInit_ex(c, EVP_aes_256_cbc(), nullptr, k.aes.data(), iv);
+  if (ok == 1) ok = EVP_MAC_CTX_set_params(h, params);
+  OPENSSL_cleanse(&k, sizeof k);
+  if (ok != 1) return -1;
+  return enc ? 1 : renew ? 2 : 1;
+}
+
 // ---- the callbacks installed on attached contexts ----
 //
 // A callback finds its state through SSL_get_SSL_CTX(); with SNI the
@@ -522,7 +769,11 @@ int new_session_cb(SSL* s, SSL_SESSION* sess) {
   SSL_CTX* ctx = SSL_get_SSL_CTX(s);
   Attachment* a = attachment(ctx);
   if (a == nullptr) return 0;
-  if (SSL_is_server(s) && server_mode(ctx) && a->usable()) {
+  // Under the shared policy a TLS 1.3 session travels in its stateless
+  // ticket: storing it would cost a round trip per resumption for nothing.
+  bool stateless = a->policy.load() == TicketPolicy::shared && SSL_version(s) == TLS1_3_VERSION &&
+                   !(SSL_get_options(s) & SSL_OP_NO_TICKET);
+  if (SSL_is_server(s) && server_mode(ctx) && a->usable() && !stateless) {
     store(*a, sess);
     // A session that allows early data lives only in the cluster cache, so
     // every use of it goes through the single-use take: OpenSSL has just
@@ -593,14 +844,34 @@ void remove_session_cb(SSL_CTX* ctx, SSL_SESSION* sess) {
   if (app != nullptr) app(ctx, sess);
 }
 
-bool wants_no_ticket(const Attachment& a, SSL_CTX* ctx, bool server) {
-  return server && !a.keep_tickets && server_mode(ctx);
+// The one ticket predicate (ssl_attach.h, policy_wants_no_ticket).
+bool wants_no_ticket(const Attachment& a, SSL_CTX* ctx, bool server, bool early_data) {
+  if (!server || !server_mode(ctx)) return false;
+  switch (a.policy.load()) {
+    case TicketPolicy::keep:
+      return false;
+    case TicketPolicy::stateful:
+      return true;
+    case TicketPolicy::shared:
+      return early_data || a.keyring.load() == nullptr;
+  }
+  return true;
 }
 
 // Installs the state and the callbacks; `backend` replaces any earlier one.
 // Unless per_connection, the ticket policy goes on the context's options
 // (DC_SSL_CTX_attach: contexts of programs that attach are servers).
-bool install(SSL_CTX* ctx, std::unique_ptr<Backend> backend, bool keep_tickets,
+// The context-wide form of the policy (DC_SSL_CTX_attach), for the
+// context's server connections.
+void apply_ctx_policy(Attachment& a, SSL_CTX* ctx) {
+  if (a.per_connection) return;
+  if (wants_no_ticket(a, ctx, true, SSL_CTX_get_max_early_data(ctx) > 0))
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+  else if (!a.app_no_ticket)
+    SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
+}
+
+bool install(SSL_CTX* ctx, std::unique_ptr<Backend> backend, TicketPolicy policy, unsigned epoch_s,
              bool per_connection) {
   int idx = ctx_index();
   if (idx < 0) return fail("OpenSSL could not allocate an ex_data index");
@@ -619,17 +890,18 @@ bool install(SSL_CTX* ctx, std::unique_ptr<Backend> backend, bool keep_tickets,
     a = fresh.release();
   }
   a->set_backend(std::move(backend));
-  a->keep_tickets = keep_tickets;
   a->per_connection = per_connection;
+  if (policy == TicketPolicy::shared && a->tickets == nullptr) {
+    // Installed once: a callback may be using it; a later attach keeps it.
+    a->tickets = std::make_unique<TicketKeys>(epoch_s);
+    g_real.set_ticket_key_cb(ctx, ticket_key_cb);
+  }
+  a->policy =
+      policy == TicketPolicy::shared && a->tickets == nullptr ? TicketPolicy::stateful : policy;
   g_real.sess_set_new_cb(ctx, new_session_cb);
   g_real.sess_set_get_cb(ctx, get_session_cb);
   g_real.sess_set_remove_cb(ctx, remove_session_cb);
-  if (!per_connection) {
-    if (wants_no_ticket(*a, ctx, true))
-      SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-    else if (!a->app_no_ticket)
-      SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
-  }
+  apply_ctx_policy(*a, ctx);
   return true;
 }
 
@@ -645,6 +917,7 @@ void set_real_fns(const RealFns& fns) {
   if (fns.sess_get_get_cb) g_real.sess_get_get_cb = fns.sess_get_get_cb;
   if (fns.sess_get_remove_cb) g_real.sess_get_remove_cb = fns.sess_get_remove_cb;
   if (fns.clear_options) g_real.clear_options = fns.clear_options;
+  if (fns.set_ticket_key_cb) g_real.set_ticket_key_cb = fns.set_ticket_key_cb;
 }
 
 const char* to_string(LogLevel l) {
@@ -681,10 +954,23 @@ std::shared_ptr<Target> make_target(const std::string& addr, unsigned timeout_ms
   return std::make_shared<Target>(std::move(tmpl), timeout_ms);
 }
 
-bool attach_shared(SSL_CTX* ctx, std::shared_ptr<Target> target, bool keep_tickets,
-                   std::unique_ptr<const seal::Keyring> keyring, std::string& err) {
+const char* to_string(TicketPolicy p) {
+  switch (p) {
+    case TicketPolicy::stateful:
+      return "stateful";
+    case TicketPolicy::keep:
+      return "keep";
+    case TicketPolicy::shared:
+      return "shared";
+  }
+  return "?";
+}
+
+bool attach_shared(SSL_CTX* ctx, std::shared_ptr<Target> target, TicketPolicy policy,
+                   unsigned epoch_s, std::unique_ptr<const seal::Keyring> keyring,
+                   std::string& err) {
   if (attachment(ctx) != nullptr) return true;
-  if (!install(ctx, std::make_unique<TargetBackend>(std::move(target)), keep_tickets, true)) {
+  if (!install(ctx, std::make_unique<TargetBackend>(std::move(target)), policy, epoch_s, true)) {
     err = t_last_error;
     return false;
   }
@@ -738,9 +1024,15 @@ bool is_attached(const SSL_CTX* ctx) {
   return attachment(ctx) != nullptr;
 }
 
-bool policy_wants_no_ticket(SSL_CTX* ctx, bool server) {
+bool shares_tickets(const SSL_CTX* ctx) {
   const Attachment* a = attachment(ctx);
-  return a != nullptr && wants_no_ticket(*a, ctx, server);
+  return a != nullptr && a->policy.load() == TicketPolicy::shared;
+}
+
+bool policy_wants_no_ticket(SSL* s, bool server) {
+  SSL_CTX* ctx = SSL_get_SSL_CTX(s);
+  const Attachment* a = attachment(ctx);
+  return a != nullptr && wants_no_ticket(*a, ctx, server, SSL_get_max_early_data(s) > 0);
 }
 
 void apply_ticket_policy(SSL* s, bool server) {
@@ -748,7 +1040,7 @@ void apply_ticket_policy(SSL* s, bool server) {
   const Attachment* a = attachment(ctx);
   if (a == nullptr) return;
   bool have = (SSL_get_options(s) & SSL_OP_NO_TICKET) != 0;
-  if (wants_no_ticket(*a, ctx, server)) {
+  if (wants_no_ticket(*a, ctx, server, SSL_get_max_early_data(s) > 0)) {
     if (!have) SSL_set_options(s, SSL_OP_NO_TICKET);
   } else if (have && (SSL_CTX_get_options(ctx) & SSL_OP_NO_TICKET) == 0) {
     g_real.clear_options(s, SSL_OP_NO_TICKET);
@@ -761,6 +1053,19 @@ void apply_ticket_policy(SSL* s, bool server) {
 
 using namespace dc::ssl;
 
+namespace {
+bool policy_from_flags(unsigned flags, TicketPolicy& out) {
+  bool keep = (flags & DC_SSL_FLAG_KEEP_TICKETS) != 0,
+       shared = (flags & DC_SSL_FLAG_SHARED_TICKETS) != 0;
+  if (keep && shared) {
+    fail("DC_SSL_FLAG_KEEP_TICKETS and DC_SSL_FLAG_SHARED_TICKETS exclude each other");
+    return false;
+  }
+  out = keep ? TicketPolicy::keep : shared ? TicketPolicy::shared : TicketPolicy::stateful;
+  return true;
+}
+}  // namespace
+
 extern "C" {
 
 int DC_SSL_CTX_attach(SSL_CTX* ctx, const char* target, unsigned int flags) {
@@ -770,18 +1075,31 @@ int DC_SSL_CTX_attach(SSL_CTX* ctx, const char* target, unsigned int flags) {
   std::string err;
   std::shared_ptr<Target> t = make_target(target, 0, err);
   if (!t) return fail(err.c_str());
-  return install(ctx, std::make_unique<TargetBackend>(std::move(t)),
-                 (flags & DC_SSL_FLAG_KEEP_TICKETS) != 0, false)
+  TicketPolicy policy;
+  if (!policy_from_flags(flags, policy)) return 0;
+  return install(ctx, std::make_unique<TargetBackend>(std::move(t)), policy, kDefaultTicketEpochS,
+                 false)
              ? 1
              : 0;
 }
 
 int DC_SSL_CTX_attach_ctx(SSL_CTX* ctx, DC_CTX* dc, unsigned int flags) {
   if (ctx == nullptr || dc == nullptr) return fail("DC_SSL_CTX_attach_ctx: NULL argument");
-  return install(ctx, std::make_unique<SharedBackend>(dc), (flags & DC_SSL_FLAG_KEEP_TICKETS) != 0,
-                 false)
-             ? 1
-             : 0;
+  TicketPolicy policy;
+  if (!policy_from_flags(flags, policy)) return 0;
+  return install(ctx, std::make_unique<SharedBackend>(dc), policy, kDefaultTicketEpochS, false) ? 1
+                                                                                                : 0;
+}
+
+int DC_SSL_CTX_set_ticket_epoch(SSL_CTX* ctx, unsigned int seconds) {
+  Attachment* a = attachment(ctx);
+  if (a == nullptr || a->tickets == nullptr)
+    return fail(
+        "DC_SSL_CTX_set_ticket_epoch: context not attached with DC_SSL_FLAG_SHARED_TICKETS");
+  if (seconds < kMinTicketEpochS || seconds > kMaxTicketEpochS)
+    return fail("DC_SSL_CTX_set_ticket_epoch: out of range 2..172800");
+  a->tickets->set_epoch(seconds);
+  return 1;
 }
 
 int DC_SSL_CTX_set_seal_keys(SSL_CTX* ctx, const char* keyring_path) {
@@ -799,6 +1117,7 @@ int DC_SSL_CTX_set_seal_keys(SSL_CTX* ctx, const char* keyring_path) {
     return fail((err + "; caching is off for this context").c_str());
   }
   a->set_keyring(std::move(kr));
+  apply_ctx_policy(*a, ctx);  // the shared policy needs the keyring
   return 1;
 }
 

@@ -22,6 +22,8 @@ namespace dc::ssl {
 using NewCb = int (*)(SSL*, SSL_SESSION*);
 using GetCb = SSL_SESSION* (*)(SSL*, const unsigned char*, int, int*);
 using RemoveCb = void (*)(SSL_CTX*, SSL_SESSION*);
+using TicketKeyCb = int (*)(SSL*, unsigned char*, unsigned char*, EVP_CIPHER_CTX*, EVP_MAC_CTX*,
+                            int);
 
 // The OpenSSL functions the glue calls that an interposer may replace.
 struct RealFns {
@@ -32,6 +34,7 @@ struct RealFns {
   GetCb (*sess_get_get_cb)(SSL_CTX*) = nullptr;
   RemoveCb (*sess_get_remove_cb)(SSL_CTX*) = nullptr;
   uint64_t (*clear_options)(SSL*, uint64_t) = nullptr;
+  int (*set_ticket_key_cb)(SSL_CTX*, TicketKeyCb) = nullptr;
 };
 
 // Replaces the functions the glue calls (a null member keeps OpenSSL's own).
@@ -61,8 +64,22 @@ std::shared_ptr<Target> make_target(const std::string& addr, unsigned timeout_ms
 // entries with `keyring` when it is not null. The ticket policy is left to
 // the caller, per connection (apply_ticket_policy).
 // Returns false with `err` set on failure.
-bool attach_shared(SSL_CTX* ctx, std::shared_ptr<Target> target, bool keep_tickets,
-                   std::unique_ptr<const seal::Keyring> keyring, std::string& err);
+// DC_CACHE_TICKETS. stateful: SSL_OP_NO_TICKET on server connections, every
+// session through the cache; keep: the application's own settings; shared:
+// stateless tickets under keys agreed through the cache (needs a keyring),
+// except for connections that accept early data, which stay stateful so
+// that their single use can be enforced.
+enum class TicketPolicy : uint8_t { stateful, keep, shared };
+const char* to_string(TicketPolicy p);
+
+// The epoch length of shared ticket keys, in seconds: default and range.
+inline constexpr unsigned kDefaultTicketEpochS = 3600;
+inline constexpr unsigned kMinTicketEpochS = 2;
+inline constexpr unsigned kMaxTicketEpochS = 2 * 86400;  // 3 epochs within the 7-day limit
+
+bool attach_shared(SSL_CTX* ctx, std::shared_ptr<Target> target, TicketPolicy policy,
+                   unsigned epoch_s, std::unique_ptr<const seal::Keyring> keyring,
+                   std::string& err);
 
 // The application's session callbacks of an attached context: the setters
 // record the callback, to be chained for the sessions the cache does not
@@ -79,12 +96,17 @@ bool get_app_remove_cb(SSL_CTX* ctx, RemoveCb& cb);
 // True when ctx has a cache attached.
 bool is_attached(const SSL_CTX* ctx);
 
-// The ticket policy, decided in one place: whether a connection on ctx in
-// the given role must have SSL_OP_NO_TICKET, that is, the stateful policy
-// applies, the connection is a server and its context caches server
-// sessions (a context with caching off keeps the application's tickets).
-// The application's own SSL_OP_NO_TICKET is never removed by the glue.
-bool policy_wants_no_ticket(SSL_CTX* ctx, bool server);
+// True when ctx is attached with the shared ticket policy in force (its
+// ticket key callback is the glue's, and must stay so).
+bool shares_tickets(const SSL_CTX* ctx);
+
+// The ticket policy, decided in one place: whether connection `s` in the
+// given role must have SSL_OP_NO_TICKET: it is a server, its context caches
+// server sessions (a context with caching off keeps the application's
+// tickets), and the policy is stateful, or shared where the connection
+// accepts early data or no keyring is there. The application's own
+// SSL_OP_NO_TICKET is never removed by the glue.
+bool policy_wants_no_ticket(SSL* s, bool server);
 
 // Applies the policy to connection `s` in the given role: when the
 // connection is created (role: SSL_is_server) and when its role becomes

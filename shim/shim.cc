@@ -65,6 +65,8 @@ struct Real {
   ssl::NewCb (*get_new_cb)(SSL_CTX*) = nullptr;
   ssl::GetCb (*get_get_cb)(SSL_CTX*) = nullptr;
   ssl::RemoveCb (*get_remove_cb)(SSL_CTX*) = nullptr;
+  int (*set_ticket_key_cb)(SSL_CTX*, ssl::TicketKeyCb) = nullptr;
+  long (*ctx_callback_ctrl)(SSL_CTX*, int, void (*)(void)) = nullptr;
 };
 
 template <typename F>
@@ -95,6 +97,8 @@ const Real& real() {
     resolve(x.get_new_cb, "SSL_CTX_sess_get_new_cb");
     resolve(x.get_get_cb, "SSL_CTX_sess_get_get_cb");
     resolve(x.get_remove_cb, "SSL_CTX_sess_get_remove_cb");
+    resolve(x.set_ticket_key_cb, "SSL_CTX_set_tlsext_ticket_key_evp_cb");
+    resolve(x.ctx_callback_ctrl, "SSL_CTX_callback_ctrl");
     return x;
   }();
   return r;
@@ -106,7 +110,8 @@ struct Config {
   bool enabled = false;
   std::shared_ptr<ssl::Target> target;  // every context of the process uses it
   unsigned timeout_ms = 0;              // 0: the library default
-  bool keep_tickets = false;
+  ssl::TicketPolicy tickets = ssl::TicketPolicy::stateful;
+  unsigned epoch_s = ssl::kDefaultTicketEpochS;
   std::string seal_keys;  // DC_CACHE_SEAL_KEYS: the keyring file, read per context
   LogLevel log = LogLevel::error;
 };
@@ -195,16 +200,34 @@ Config load_config() {
   if (const char* v = getenv("DC_CACHE_TICKETS"); v != nullptr && *v != '\0') {
     std::string_view s = v;
     if (s == "stateful")
-      c.keep_tickets = false;
+      c.tickets = ssl::TicketPolicy::stateful;
     else if (s == "keep")
-      c.keep_tickets = true;
+      c.tickets = ssl::TicketPolicy::keep;
+    else if (s == "shared")
+      c.tickets = ssl::TicketPolicy::shared;
     else
-      config_error("DC_CACHE_TICKETS='%s' is not stateful or keep; using stateful", v);
+      config_error("DC_CACHE_TICKETS='%s' is not stateful, keep or shared; using stateful", v);
+  }
+
+  if (const char* v = getenv("DC_CACHE_TICKET_EPOCH_S"); v != nullptr && *v != '\0') {
+    unsigned long n = 0;
+    if (parse_uint(v, ssl::kMaxTicketEpochS, n) && n >= ssl::kMinTicketEpochS)
+      c.epoch_s = unsigned(n);
+    else
+      config_error("DC_CACHE_TICKET_EPOCH_S='%s' is not a number of seconds in %u..%u; using %u", v,
+                   ssl::kMinTicketEpochS, ssl::kMaxTicketEpochS, ssl::kDefaultTicketEpochS);
   }
 
   if (const char* v = getenv("DC_CACHE_SEAL_KEYS"); v != nullptr && *v != '\0') {
     c.seal_keys = v;
   } else {
+    if (c.tickets == ssl::TicketPolicy::shared) {
+      // Ticket keys are never stored in the clear.
+      config_error(
+          "DC_CACHE_TICKETS=shared needs DC_CACHE_SEAL_KEYS (ticket keys are stored "
+          "sealed); using stateful");
+      c.tickets = ssl::TicketPolicy::stateful;
+    }
     write_line("notice",
                "sessions are stored unsealed (DC_CACHE_SEAL_KEYS is not set): whoever can reach "
                "the cache can read and forge them; see docs/security.md");
@@ -228,12 +251,12 @@ Config load_config() {
   fns.sess_get_get_cb = real().get_get_cb;
   fns.sess_get_remove_cb = real().get_remove_cb;
   fns.clear_options = real().clear_options;
+  fns.set_ticket_key_cb = real().set_ticket_key_cb;
   ssl::set_real_fns(fns);
   ssl::set_log(log_sink, c.log);
   c.enabled = true;
   log(LogLevel::info, "distributed cache %s, tickets %s, timeout %u ms, %s", addr,
-      c.keep_tickets ? "keep" : "stateful",
-      c.timeout_ms ? c.timeout_ms : unsigned(DC_DEFAULT_OP_TIMEOUT_MS),
+      ssl::to_string(c.tickets), c.timeout_ms ? c.timeout_ms : unsigned(DC_DEFAULT_OP_TIMEOUT_MS),
       c.seal_keys.empty() ? "unsealed" : "sealed");
   return c;
 }
@@ -293,7 +316,7 @@ void on_new_ctx(SSL_CTX* ctx, const SSL_METHOD* meth) {
     }
   }
   // SSL_CTX_new may call SSL_CTX_new_ex through the interposer: attach once.
-  if (!ssl::attach_shared(ctx, c.target, c.keep_tickets, std::move(keyring), err)) {
+  if (!ssl::attach_shared(ctx, c.target, c.tickets, c.epoch_s, std::move(keyring), err)) {
     log(LogLevel::error, "cache not attached to a context: %s", err.c_str());
     return;
   }
@@ -323,7 +346,20 @@ DC_SHIM_EXPORT SSL_CTX* SSL_CTX_new_ex(OSSL_LIB_CTX* libctx, const char* propq,
 // over this: the callbacks respect whatever mode the application sets.
 // Turning caching off is what the application asked for, but usually not
 // what the operator wants with a distributed cache: said once per process.
+// Under DC_CACHE_TICKETS=shared the cluster's ticket keys win over the
+// application's own (nginx's ssl_session_ticket_key, HAProxy's
+// tls-ticket-keys, SSL_CTX_set_tlsext_ticket_keys): said once at info.
+void note_own_ticket_keys(SSL_CTX* ctx, const char* how) {
+  static std::atomic<bool> told{false};
+  if (config().enabled && ssl::shares_tickets(ctx) && !told.exchange(true))
+    log(LogLevel::info,
+        "the application set its own ticket keys (%s); DC_CACHE_TICKETS=shared "
+        "uses the cluster's instead",
+        how);
+}
+
 DC_SHIM_EXPORT long SSL_CTX_ctrl(SSL_CTX* ctx, int cmd, long larg, void* parg) {
+  if (cmd == SSL_CTRL_SET_TLSEXT_TICKET_KEYS) note_own_ticket_keys(ctx, "a key list");
   long r = real().ctx_ctrl(ctx, cmd, larg, parg);
   if (cmd == SSL_CTRL_SET_SESS_CACHE_MODE && config().enabled && ssl::is_attached(ctx)) {
     static std::atomic<bool> told{false};
@@ -338,6 +374,23 @@ DC_SHIM_EXPORT long SSL_CTX_ctrl(SSL_CTX* ctx, int cmd, long larg, void* parg) {
     }
   }
   return r;
+}
+
+// The legacy ticket key callback (nginx 1.22): OpenSSL prefers the EVP
+// callback the glue installs, so it is passed on and only noted.
+DC_SHIM_EXPORT long SSL_CTX_callback_ctrl(SSL_CTX* ctx, int cmd, void (*fp)(void)) {
+  if (cmd == SSL_CTRL_SET_TLSEXT_TICKET_KEY_CB && fp != nullptr)
+    note_own_ticket_keys(ctx, "a ticket key callback");
+  return real().ctx_callback_ctrl(ctx, cmd, fp);
+}
+
+// The EVP ticket key callback (HAProxy): it would replace the glue's.
+DC_SHIM_EXPORT int SSL_CTX_set_tlsext_ticket_key_evp_cb(SSL_CTX* ctx, ssl::TicketKeyCb cb) {
+  if (config().enabled && ssl::shares_tickets(ctx)) {
+    note_own_ticket_keys(ctx, "an EVP ticket key callback");
+    return 1;
+  }
+  return real().set_ticket_key_cb(ctx, cb);
 }
 
 // A new connection: the ticket policy in its initial role (a context made
@@ -370,7 +423,7 @@ DC_SHIM_EXPORT int SSL_connect(SSL* s) {
 // connection whose context caches server sessions.
 DC_SHIM_EXPORT uint64_t SSL_clear_options(SSL* s, uint64_t op) {
   if ((op & SSL_OP_NO_TICKET) != 0 && config().enabled && SSL_is_server(s) &&
-      ssl::policy_wants_no_ticket(SSL_get_SSL_CTX(s), true)) {
+      ssl::policy_wants_no_ticket(s, true)) {
     log(LogLevel::debug, "SSL %p: kept SSL_OP_NO_TICKET (DC_CACHE_TICKETS=stateful)",
         static_cast<void*>(s));
     op &= ~uint64_t{SSL_OP_NO_TICKET};

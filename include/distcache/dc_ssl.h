@@ -50,6 +50,16 @@ extern "C" {
  * cache). */
 #define DC_SSL_FLAG_KEEP_TICKETS 0x0001
 
+/* DC_SSL_FLAG_SHARED_TICKETS: stateless tickets (TLS 1.2 and 1.3) under
+ * keys the cluster agrees on through the cache, so a ticket issued by any
+ * server opens on every other with no cache round trip. Keys change every
+ * epoch (DC_SSL_CTX_set_ticket_epoch, default 3600 s); tickets of the
+ * previous and next epochs still open and are renewed. Needs a keyring
+ * (DC_SSL_CTX_set_seal_keys: keys are stored sealed); without one the
+ * stateful policy applies. Connections that accept TLS 1.3 early data stay
+ * stateful, so that such a ticket is used once in the whole cluster. */
+#define DC_SSL_FLAG_SHARED_TICKETS 0x0002
+
 /* Attaches the cache at `target` ("UNIX:/path", "IP:host:port", ...; see
  * dc_client.h) to `ctx`. Each thread that runs handshakes on the context
  * opens its own persistent connection at its first cache operation, and a
@@ -86,6 +96,13 @@ DC_EXPORT int DC_SSL_CTX_attach_ctx(SSL_CTX* ctx, DC_CTX* dc, unsigned int flags
  * why, and caching stays off for this context (never a fall-back to
  * sessions in the clear) until a call succeeds. */
 DC_EXPORT int DC_SSL_CTX_set_seal_keys(SSL_CTX* ctx, const char* keyring_path);
+
+/* Sets the epoch of shared ticket keys (2..172800 seconds; the default is
+ * 3600) of a context attached with DC_SSL_FLAG_SHARED_TICKETS; keys made so
+ * far are dropped, so call it before handshakes. Every server of a cluster
+ * must use the same epoch. Returns 1, or 0 when ctx is not attached with
+ * that flag or the value is out of range. */
+DC_EXPORT int DC_SSL_CTX_set_ticket_epoch(SSL_CTX* ctx, unsigned int seconds);
 
 /* Sets *out to the number of cache entries of ctx that did not open since
  * it was attached (each was a miss). Returns 1, or 0 when ctx is not

@@ -1,14 +1,18 @@
 // Integration tests of libdistcache against the real dc_server ($DC_SERVER)
 // on temporary UNIX sockets and loopback TCP ports: every operation and its
 // answers, the too-small buffer and reget, has_session's three results, a
-// fork with PIDCHECK, RETRY across a server restart, and tools/dc_test
-// ($DC_TEST) in both connection modes.
+// fork with PIDCHECK (counted connections, and parent and child at once),
+// RETRY across a server restart, and tools/dc_test ($DC_TEST) in both
+// connection modes.
 #include <distcache/dc_client.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -28,20 +32,24 @@ const unsigned char* u(const std::string& s) {
 // machine never turns them into timeouts.
 constexpr unsigned kSlowOk = 10000;
 
-// A dc_server on a UNIX socket (or a TCP port) in a temporary directory.
+// A dc_server on a UNIX socket (or a TCP port) in a temporary directory;
+// with `stats`, it rewrites its counters to stats() every 50 ms.
 struct Server {
   TempDir dir;
   std::string addr;
+  bool with_stats;
   Process proc;
 
-  explicit Server(bool tcp = false) {
+  explicit Server(bool tcp = false, bool stats = false) : with_stats(stats) {
     addr = tcp ? "IP:127.0.0.1:" + std::to_string(dc::test::free_tcp_port())
                : "UNIX:" + dir.file("server");
     start();
   }
+  std::string stats() const { return dir.file("stats"); }
   void start() {
-    proc = Process::spawn({dc::test::env_or_die("DC_SERVER"), "-listen", addr}, {},
-                          dir.file("server.log"));
+    std::vector<std::string> argv = {dc::test::env_or_die("DC_SERVER"), "-listen", addr};
+    if (with_stats) argv.insert(argv.end(), {"-stats", stats(), "-stats-interval", "50"});
+    proc = Process::spawn(argv, {}, dir.file("server.log"));
     if (!dc::test::wait_until_accepting(dc::test::addr(addr), 10000))
       fail_msg("dc_server did not start on %s", addr.c_str());
   }
@@ -186,10 +194,37 @@ void test_has_tristate(void**) {
   DC_CTX_free(ctx);
 }
 
+// The value of ` key=` in a dc_server statistics line (any key but the
+// first), or -1.
+long long stat_value(const std::string& line, const std::string& key) {
+  size_t at = line.find(" " + key + "=");
+  return at == std::string::npos ? -1 : std::atoll(line.c_str() + at + key.size() + 2);
+}
+
+// The -stats file at `path` once its `key` reaches `least` (or after 10 s):
+// with the count of the test's last operation, every earlier one is in it.
+std::string stats_when(const std::string& path, const std::string& key, long long least) {
+  std::string line;
+  for (int i = 0; i < 500; ++i) {
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    line = ss.str();
+    if (stat_value(line, key) >= least) break;
+    usleep(20000);
+  }
+  return line;
+}
+
 // PIDCHECK: after fork the child works on its own connection, the parent
-// keeps working, and both see the same cache.
+// keeps working, and both see the same cache. Parent and child take turns
+// here, which works on one shared socket too: what shows that the child
+// opened its own is the server counting two accepted connections.
 void test_fork_pidcheck(void**) {
-  Server s;
+  Server s(false, true);
+  // The connection that saw the server ready counts too.
+  long long before = stat_value(stats_when(s.stats(), "accepted", 1), "accepted");
+  assert_true(before >= 1);
   DC_CTX* ctx = new_ctx(s.addr, DC_CTX_FLAG_PERSISTENT | DC_CTX_FLAG_PERSISTENT_PIDCHECK);
   assert_true(add(ctx, "parent", std::string(100, 'p')));
   pid_t pid = fork();
@@ -207,6 +242,63 @@ void test_fork_pidcheck(void**) {
   assert_true(get(ctx, "child", got));
   assert_true(got == std::string(100, 'c'));
   assert_int_equal(have(ctx, "parent"), 1);
+  std::string line = stats_when(s.stats(), "have", 2);
+  if (stat_value(line, "have") != 2 || stat_value(line, "accepted") != before + 2)
+    fail_msg(
+        "expected 2 HAVEs and %lld accepted connections (%lld before, then the parent's "
+        "and the child's): %s",
+        before + 2, before, line.c_str());
+  DC_CTX_free(ctx);
+}
+
+// True when GET `id` answers exactly `want` (no cmocka failure: a forked
+// child must not run the test runner's failure path).
+bool fetched(DC_CTX* ctx, const std::string& id, const std::string& want) {
+  std::vector<unsigned char> buf(32768);
+  unsigned used = 0;
+  return DC_CTX_get_session(ctx, u(id), unsigned(id.size()), buf.data(), unsigned(buf.size()),
+                            &used) != 0 &&
+         std::string(reinterpret_cast<char*>(buf.data()), used) == want;
+}
+
+// PIDCHECK with parent and child at the same time: on one shared socket
+// their requests and answers would interleave, and each would read answers
+// meant for the other (both count uids from the same value, so the uids
+// match and only the data tells). Each side checks every answer.
+void test_fork_pidcheck_concurrent(void**) {
+  Server s;
+  DC_CTX* ctx = new_ctx(s.addr, DC_CTX_FLAG_PERSISTENT | DC_CTX_FLAG_PERSISTENT_PIDCHECK);
+  const std::string pdata(300, 'p'), cdata(700, 'c');
+  assert_true(add(ctx, "p", pdata));
+  assert_true(add(ctx, "c", cdata));
+  int go[2];
+  assert_int_equal(pipe(go), 0);
+  // Enough rounds that two processes on one socket mix up answers many
+  // times over; a few tens of milliseconds when each has its own.
+  constexpr int kRounds = 3000;
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(go[1]);
+    char c;
+    if (read(go[0], &c, 1) != 1) _exit(2);  // both start together
+    for (int i = 0; i < kRounds; ++i)
+      if (!fetched(ctx, "c", cdata)) _exit(1);
+    _exit(0);
+  }
+  close(go[0]);
+  assert_int_equal(write(go[1], "g", 1), 1);
+  close(go[1]);
+  int wrong = 0;
+  for (int i = 0; i < kRounds; ++i)
+    if (!fetched(ctx, "p", pdata)) ++wrong;
+  int st = 0;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || wrong != 0)
+    fail_msg(
+        "parent and child on one connection: the child exited %d, the parent had %d of "
+        "%d answers wrong or failed",
+        WIFEXITED(st) ? WEXITSTATUS(st) : -1, wrong, kRounds);
   DC_CTX_free(ctx);
 }
 
@@ -295,6 +387,7 @@ int main() {
       cmocka_unit_test(test_small_buffer_and_reget),
       cmocka_unit_test(test_has_tristate),
       cmocka_unit_test(test_fork_pidcheck),
+      cmocka_unit_test(test_fork_pidcheck_concurrent),
       cmocka_unit_test(test_retry_after_restart),
       cmocka_unit_test(test_dc_test_per_operation),
       cmocka_unit_test(test_dc_test_persistent),

@@ -37,17 +37,61 @@ e2e_make_cert other localhost   # same name, different key and certificate
 # operation needs, so that a loaded machine never turns a hit into a miss
 # (the 100 ms default is exercised by shim_bad_config, with retries).
 TIMEOUT=DC_CACHE_TIMEOUT_MS=5000
+# dc_server's counters (start_pair's server, and others started with it).
+STATS=$E2E_DIR/server.stats
 
 # Starts dc_server, the agent, and nginx A and B (same certificate) with the
 # shim and the server-block directives $1; more VAR=VALUE for the shim follow.
 start_pair() {
   local extra=$1
   shift
-  e2e_start_server
+  e2e_start_server server "$STATS"
   e2e_start_agent
   local env=(LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR" "$TIMEOUT" "$@")
   e2e_start_nginx A cert "$extra" "${env[@]}"
   e2e_start_nginx B cert "$extra" "${env[@]}"
+}
+
+# cache_unused WHY: dc_server has seen no ADD and no GET so far (WHY says
+# what should have kept the cache out of it).
+cache_unused() {
+  local line
+  line=$(e2e_server_stats "$STATS") || e2e_die "dc_server wrote no statistics"
+  [ "$(e2e_stat "$line" add)" = 0 ] && [ "$(e2e_stat "$line" get)" = 0 ] ||
+    e2e_die "$1, yet dc_server saw requests: $line"
+  e2e_log "ok: dc_server saw no ADD and no GET ($1)"
+}
+
+# control_pair EXTRA VAR=VALUE...: the positive control of a "does not
+# resume" check: nginx C and D, set up like the instances under test but
+# for the one difference, which EXTRA and the VAR=VALUE list leave out.
+# Their sessions cross both ways, so the cache does work in this setup
+# and the full handshakes seen before came from that difference.
+control_pair() {
+  local extra=$1 v
+  shift
+  e2e_start_nginx C cert "$extra" "$@"
+  e2e_start_nginx D cert "$extra" "$@"
+  for v in tls1_2 tls1_3; do
+    e2e_expect_resume C "$PORT_C" D "$PORT_D" "$v"
+  done
+  e2e_log "ok: control: without that difference sessions cross"
+}
+
+# timed_no_resume FROM FROM_PORT TO TO_PORT VERSION BOUND_MS: as
+# e2e_expect_no_resume, and each of its two connections completes within
+# BOUND_MS (measured around s_client, a few tens of ms when all is well).
+timed_no_resume() {
+  local from=$1 fport=$2 to=$3 tport=$4 v=$5 bound=$6 sess=$E2E_DIR/sess.timed t0 t1 t2 r
+  t0=$(e2e_now_ms)
+  e2e_session "$from" "$fport" "$v" "$sess"
+  t1=$(e2e_now_ms)
+  ((t1 - t0 < bound)) || e2e_die "$v: a new session on $from took $((t1 - t0)) ms (bound $bound ms)"
+  r=$(e2e_try_resume "$to" "$tport" "$v" "$sess")
+  t2=$(e2e_now_ms)
+  [ "$r" = New ] || e2e_die "$v: a session made on $from was not expected to resume on $to (got '$r')"
+  ((t2 - t1 < bound)) || e2e_die "$v: offering a session to $to took $((t2 - t1)) ms (bound $bound ms)"
+  e2e_log "ok: $v session made on $from not resumed on $to; $((t1 - t0)) and $((t2 - t1)) ms (bound $bound)"
 }
 
 both_ways() {
@@ -89,9 +133,11 @@ case $scenario in
       e2e_expect_no_resume A "$PORT_A" B "$PORT_B" "$v"
     done
     e2e_expect_resume A "$PORT_A" A "$PORT_A" tls1_2
+    cache_unused "nginx turned session caching off"
     # The operator is told once per process, at the default log level.
     n=$(grep -c "turned session caching off" "$E2E_DIR/A/stderr.log")
     [ "$n" = 1 ] || { cat "$E2E_DIR/A/stderr.log" >&2; e2e_die "expected one line about caching off, got $n"; }
+    control_pair "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR" "$TIMEOUT"
     ;;
 
   early_data)
@@ -148,6 +194,122 @@ case $scenario in
     kill -0 "$PID_B" || e2e_die "s_server B exited"
     ;;
 
+  sealed)
+    # DC_CACHE_SEAL_KEYS: two nginx with one keyring resume each other's
+    # sessions; a third with another keyring does not open them; one whose
+    # keyring others may read gets one line and no cache (never sessions
+    # in the clear) and still serves. Without the variable the shim says
+    # once that sessions are stored unsealed.
+    umask 077
+    openssl rand -hex 32 >"$E2E_DIR/keys"
+    openssl rand -hex 32 >"$E2E_DIR/other-keys"
+    cp "$E2E_DIR/keys" "$E2E_DIR/open-keys"
+    chmod 644 "$E2E_DIR/open-keys"
+    umask 022
+    start_pair "" DC_CACHE_SEAL_KEYS="$E2E_DIR/keys"
+    shim=(LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR" "$TIMEOUT")
+    e2e_start_nginx C cert "" "${shim[@]}" DC_CACHE_SEAL_KEYS="$E2E_DIR/other-keys"
+    e2e_start_nginx D cert "" "${shim[@]}" DC_CACHE_SEAL_KEYS="$E2E_DIR/open-keys"
+    e2e_start_nginx E cert "" "${shim[@]}"
+    both_ways
+    for v in tls1_2 tls1_3; do
+      e2e_expect_no_resume A "$PORT_A" C "$PORT_C" "$v"
+      e2e_expect_no_resume A "$PORT_A" D "$PORT_D" "$v"
+      e2e_expect_no_resume A "$PORT_A" E "$PORT_E" "$v"   # E stores and reads in the clear
+      e2e_expect_no_resume E "$PORT_E" A "$PORT_A" "$v"
+    done
+    n=$(grep -c "DC_CACHE_SEAL_KEYS: keyring .*chmod 600" "$E2E_DIR/D/stderr.log")
+    [ "$n" = 1 ] || { cat "$E2E_DIR/D/stderr.log" >&2; e2e_die "expected one line about D's keyring, got $n"; }
+    for name in A B C; do
+      ! grep -q "unsealed" "$E2E_DIR/$name/stderr.log" || e2e_die "$name said it stores unsealed"
+    done
+    n=$(grep -c "notice: sessions are stored unsealed" "$E2E_DIR/E/stderr.log")
+    [ "$n" = 1 ] || { cat "$E2E_DIR/E/stderr.log" >&2; e2e_die "expected one unsealed notice from E, got $n"; }
+    ;;
+
+  shared_tickets)
+    # DC_CACHE_TICKETS=shared: stateless tickets under keys agreed through
+    # the cache. nginx's defaults (tickets on, no session cache).
+    umask 077
+    openssl rand -hex 32 >"$E2E_DIR/keys"
+    umask 022
+    tickets=(DC_CACHE_SEAL_KEYS="$E2E_DIR/keys" DC_CACHE_TICKETS=shared)
+    start_pair "" "${tickets[@]}"
+    # A ticket of either version issued by one instance resumes on the other.
+    both_ways
+    grep -q "TLS session ticket:" "$E2E_DIR/out.A.tls1_2.new" ||
+      e2e_die "A issued no TLS 1.2 ticket"
+    # No cache round trip for a ticket: the agent's request count stays.
+    agent_requests() {
+      kill -HUP "$AGENT_PID"
+      e2e_wait_for "the agent's statistics" 50 grep -q "requests=" "$E2E_DIR/agent.log"
+      sleep 0.2
+      grep -o " requests=[0-9]*" "$E2E_DIR/agent.log" | tail -n 1 | cut -d= -f2
+    }
+    for v in tls1_2 tls1_3; do
+      e2e_session A "$PORT_A" "$v" "$E2E_DIR/sess.many.$v"
+    done
+    before=$(agent_requests)
+    for i in $(seq 1 50); do
+      for v in tls1_2 tls1_3; do
+        r=$(e2e_try_resume B "$PORT_B" "$v" "$E2E_DIR/sess.many.$v")
+        [ "$r" = Reused ] || e2e_die "resumption $i ($v) on B: got '$r'"
+      done
+    done
+    after=$(agent_requests)
+    [ "$before" = "$after" ] || e2e_die "100 ticket resumptions made $((after - before)) cache requests"
+    e2e_log "ok: 100 resumptions by ticket, no cache request (agent requests=$after)"
+    # With the agent frozen, handshakes still complete (tickets resume).
+    kill -STOP "$AGENT_PID"
+    for v in tls1_2 tls1_3; do
+      r=$(e2e_try_resume B "$PORT_B" "$v" "$E2E_DIR/sess.many.$v")
+      [ -n "$r" ] || e2e_die "no handshake on B with the agent frozen ($v)"
+      e2e_session A "$PORT_A" "$v" "$E2E_DIR/sess.frozen.$v"
+    done
+    kill -CONT "$AGENT_PID"
+    e2e_log "ok: handshakes complete with the agent frozen"
+    ;;
+
+  ticket_epochs)
+    # Two-second epochs: a ticket of the previous epoch resumes and is
+    # renewed; one three epochs old is a full handshake; after dc_server
+    # restarts (keys lost), the instances agree on new keys by themselves.
+    umask 077
+    openssl rand -hex 32 >"$E2E_DIR/keys"
+    umask 022
+    start_pair "" DC_CACHE_SEAL_KEYS="$E2E_DIR/keys" DC_CACHE_TICKETS=shared DC_CACHE_TICKET_EPOCH_S=2
+    # Waits until the start of the next two-second epoch (plus a margin).
+    next_epoch() {
+      local t=${EPOCHREALTIME/./}
+      local left=$(( (2000000 - t % 2000000) / 1000 + 150 ))
+      sleep "$(printf '%d.%03d' $((left / 1000)) $((left % 1000)))"
+    }
+    for v in tls1_2 tls1_3; do
+      next_epoch
+      e2e_session A "$PORT_A" "$v" "$E2E_DIR/sess.prev.$v"
+      next_epoch
+      out=$E2E_DIR/out.renew.$v
+      e2e_tls "$PORT_B" "$v" "$out" -sess_in "$E2E_DIR/sess.prev.$v" -sess_out "$E2E_DIR/sess.renewed.$v"
+      [ "$(e2e_result "$out")" = Reused ] || { cat "$out" >&2; e2e_die "$v: a previous-epoch ticket did not resume"; }
+      cmp -s "$E2E_DIR/sess.prev.$v" "$E2E_DIR/sess.renewed.$v" &&
+        e2e_die "$v: the previous-epoch ticket was not renewed"
+      e2e_log "ok: $v ticket of the previous epoch resumed and renewed"
+    done
+    e2e_session A "$PORT_A" tls1_2 "$E2E_DIR/sess.old"
+    sleep 6.3
+    r=$(e2e_try_resume B "$PORT_B" tls1_2 "$E2E_DIR/sess.old")
+    [ "$r" = New ] || e2e_die "a ticket three epochs old was not a full handshake (got '$r')"
+    e2e_log "ok: a ticket three epochs old is a full handshake"
+    e2e_stop "$SERVER_PID"
+    e2e_start_server
+    next_epoch
+    next_epoch
+    for v in tls1_2 tls1_3; do
+      e2e_expect_resume A "$PORT_A" B "$PORT_B" "$v"
+    done
+    e2e_log "ok: after dc_server restarted the instances agree on new keys"
+    ;;
+
   shim_contexts)
     # Client-side contexts and connections are exactly the application's
     # (tests/e2e/shim_contexts.cc says what is checked). No cache is needed:
@@ -181,8 +343,18 @@ case $scenario in
     start_pair ""
     e2e_start_nginx C other "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR" "$TIMEOUT"
     for v in tls1_2 tls1_3; do
-      e2e_expect_no_resume A "$PORT_A" C "$PORT_C" "$v"
-      e2e_expect_resume A "$PORT_A" B "$PORT_B" "$v"   # the cache itself works
+      sess=$E2E_DIR/sess.other.$v
+      e2e_session A "$PORT_A" "$v" "$sess"
+      hits=$(e2e_stat "$(e2e_server_stats "$STATS")" hits)
+      r=$(e2e_try_resume C "$PORT_C" "$v" "$sess")
+      [ "$r" = New ] || e2e_die "$v: a session made on A resumed on C, another certificate (got '$r')"
+      # Control: C did find the session in the cache (only the context
+      # refused it) ...
+      line=$(e2e_server_stats "$STATS")
+      (($(e2e_stat "$line" hits) > hits)) || e2e_die "$v: C did not find A's session in the cache: $line"
+      e2e_log "ok: $v session made on A found in the cache by C but not resumed there"
+      # ... and the cache works: a fresh session of A resumes on B.
+      e2e_expect_resume A "$PORT_A" B "$PORT_B" "$v"
     done
     ;;
 
@@ -218,8 +390,17 @@ case $scenario in
     # at once; when the server returns, the agent reconnects by itself.
     start_pair ""
     e2e_stop "$SERVER_PID"
-    e2e_expect_no_resume A "$PORT_A" B "$PORT_B" tls1_2
-    e2e_expect_no_resume A "$PORT_A" B "$PORT_B" tls1_3
+    # "At once": each connection completes within 1000 ms, many times what
+    # it needs but far below the deadlines a request waiting on the absent
+    # server would cost it (the agent's 2000 ms here, the shim's 5000 ms).
+    # Several rounds, so that each nginx worker asks the agent (the shim
+    # skips the cache for 1000 ms after a DISCONNECTED answer).
+    for i in 1 2; do
+      for v in tls1_2 tls1_3; do
+        timed_no_resume A "$PORT_A" B "$PORT_B" "$v" 1000
+      done
+      sleep 1.1
+    done
     e2e_start_server
     ok=0
     for i in $(seq 1 100); do
@@ -236,7 +417,7 @@ case $scenario in
     # Control: the same two nginx without DC_CACHE_ADDR (shim loaded) and
     # without the shim never resume each other's sessions, and the shim
     # writes nothing.
-    e2e_start_server
+    e2e_start_server server "$STATS"
     e2e_start_agent
     e2e_start_nginx A cert "" LD_PRELOAD="$DC_SHIM"
     e2e_start_nginx B cert ""
@@ -247,6 +428,35 @@ case $scenario in
     e2e_expect_resume A "$PORT_A" A "$PORT_A" tls1_2
     ! grep -q distcache "$E2E_DIR/A/stderr.log" "$E2E_DIR/A/error.log" ||
       e2e_die "the shim wrote something with DC_CACHE_ADDR unset"
+    cache_unused "DC_CACHE_ADDR was unset"
+    control_pair "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR" "$TIMEOUT"
+    ;;
+
+  server_frozen)
+    # dc_server frozen (SIGSTOP) behind a running agent: the connection is
+    # up but nothing is answered. The agent answers each request
+    # DISCONNECTED at its own deadline (-timeout 100 here), long before the
+    # shim's (5000 ms): every connection completes as a full handshake
+    # within 1000 ms, far below the shim's deadline and the agent's stall
+    # bound (2000 ms, after which it recycles the connection and answers
+    # anyway), and the agent counts the requests that expired.
+    e2e_start_server server "$STATS"
+    e2e_start_agent agent 100
+    env=(LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_ADDR" "$TIMEOUT")
+    e2e_start_nginx A cert "" "${env[@]}"
+    e2e_start_nginx B cert "" "${env[@]}"
+    e2e_expect_resume A "$PORT_A" B "$PORT_B" tls1_2
+    kill -STOP "$SERVER_PID"
+    for i in 1 2; do
+      for v in tls1_2 tls1_3; do
+        timed_no_resume A "$PORT_A" B "$PORT_B" "$v" 1000
+      done
+      sleep 1.1  # the shim's back-off after DISCONNECTED ends: ask the agent again
+    done
+    line=$(e2e_agent_stats) || e2e_die "no statistics from the agent"
+    (($(e2e_stat "$line" expired) >= 1)) || e2e_die "the agent expired no request: $line"
+    e2e_log "ok: the agent answered at its deadline: $(grep -o ' expired=[0-9]*' <<<"$line")"
+    kill -CONT "$SERVER_PID"
     ;;
 
   shim_bad_config)

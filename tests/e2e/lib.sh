@@ -37,6 +37,7 @@ e2e_cleanup() {
   for ((i = ${#E2E_PIDS[@]} - 1; i >= 0; i--)); do
     pid=${E2E_PIDS[i]}
     kill -TERM "$pid" 2>/dev/null || continue
+    kill -CONT "$pid" 2>/dev/null  # one a test froze must see its SIGTERM
   done
   for pid in "${E2E_PIDS[@]}"; do
     e2e_wait_exit "$pid" 100 || kill -KILL "$pid" 2>/dev/null
@@ -94,14 +95,16 @@ e2e_free_port() {
   done
 }
 
-# e2e_start_server NAME: starts dc_server on UNIX:$E2E_DIR/NAME.sock.
-# Sets SERVER_PID and SERVER_ADDR.
+# e2e_start_server NAME [STATS]: starts dc_server on UNIX:$E2E_DIR/NAME.sock;
+# with STATS, it rewrites its counters to that file every 50 ms (read them
+# with e2e_server_stats). Sets SERVER_PID and SERVER_ADDR.
 e2e_start_server() {
-  local name=${1:-server}
+  local name=${1:-server} stats=()
   local pidfile=$E2E_DIR/$name.pid
+  [ -n "${2:-}" ] && stats=(-stats "$2" -stats-interval 50)
   rm -f "$pidfile"
   SERVER_ADDR=UNIX:$E2E_DIR/$name.sock
-  "$DC_SERVER" -listen "$SERVER_ADDR" -sockperms 0666 -pidfile "$pidfile" \
+  "$DC_SERVER" -listen "$SERVER_ADDR" -sockperms 0666 -pidfile "$pidfile" "${stats[@]}" \
     >>"$E2E_DIR/$name.log" 2>&1 &
   SERVER_PID=$!
   E2E_PIDS+=("$SERVER_PID")
@@ -109,20 +112,56 @@ e2e_start_server() {
     { cat "$E2E_DIR/$name.log" >&2; e2e_die "dc_server did not start"; }
 }
 
-# e2e_start_agent NAME: starts the dc_client agent on UNIX:$E2E_DIR/NAME.sock,
-# connected to $SERVER_ADDR. Sets AGENT_PID and AGENT_ADDR.
+# e2e_start_agent NAME [TIMEOUT_MS]: starts the dc_client agent on
+# UNIX:$E2E_DIR/NAME.sock, connected to $SERVER_ADDR, with the deadline
+# TIMEOUT_MS (default 2000). Sets AGENT_PID and AGENT_ADDR.
 e2e_start_agent() {
-  local name=${1:-agent}
+  local name=${1:-agent} timeout=${2:-2000}
   local pidfile=$E2E_DIR/$name.pid
   rm -f "$pidfile"
   AGENT_ADDR=UNIX:$E2E_DIR/$name.sock
-  "$DC_AGENT" -listen "$AGENT_ADDR" -server "$SERVER_ADDR" -sockperms 0666 -retry 200 -timeout 2000 \
-    -pidfile "$pidfile" >>"$E2E_DIR/$name.log" 2>&1 &
+  "$DC_AGENT" -listen "$AGENT_ADDR" -server "$SERVER_ADDR" -sockperms 0666 -retry 200 \
+    -timeout "$timeout" -pidfile "$pidfile" >>"$E2E_DIR/$name.log" 2>&1 &
   AGENT_PID=$!
   E2E_PIDS+=("$AGENT_PID")
   e2e_wait_for "dc_client to listen" 100 test -s "$pidfile" ||
     { cat "$E2E_DIR/$name.log" >&2; e2e_die "dc_client did not start"; }
 }
+
+# e2e_server_stats STATS: the counters line of the dc_server started with
+# STATS, as written after this call began (so every operation that was
+# answered before is in it). Fails after 10 s without a new one.
+e2e_server_stats() {
+  local file=$1 first line n=100
+  first=$(cat "$file" 2>/dev/null)
+  while :; do
+    line=$(cat "$file" 2>/dev/null)
+    # uptime_ms comes first and grows: another line was written.
+    [ -n "$line" ] && [ "$line" != "$first" ] && break
+    ((n-- > 0)) || { e2e_log "no new line in $file"; return 1; }
+    sleep 0.05
+  done
+  printf '%s\n' "$line"
+}
+
+# e2e_agent_stats [NAME]: the counters line of the agent started as NAME
+# (default agent, the last started: $AGENT_PID), asked for now with SIGHUP.
+e2e_agent_stats() {
+  local log=$E2E_DIR/${1:-agent}.log before n=100
+  before=$(grep -c "uptime_ms=" "$log")
+  kill -HUP "$AGENT_PID" || return 1
+  until [ "$(grep -c "uptime_ms=" "$log")" -gt "$before" ]; do
+    ((n-- > 0)) || { e2e_log "the agent printed no statistics"; return 1; }
+    sleep 0.05
+  done
+  grep "uptime_ms=" "$log" | tail -n 1
+}
+
+# e2e_stat LINE KEY: the number after " KEY=" in a counters line.
+e2e_stat() { sed -n "s/.* $2=\([0-9]*\).*/\1/p" <<<"$1"; }
+
+# e2e_now_ms: a clock in milliseconds (bash's $EPOCHREALTIME, no process).
+e2e_now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
 
 # e2e_nginx_conf NAME PORT CERT EXTRA: writes $E2E_DIR/NAME/nginx.conf for a
 # server on 127.0.0.1:PORT with certificate CERT (CERT.pem, CERT.key) and the
