@@ -377,6 +377,22 @@ case $scenario in
     both_ways A B
     ;;
 
+  haproxy_shared_tickets)
+    # DC_CACHE_TICKETS=shared under haproxy (4 threads, its own ticket
+    # handling): stateless tickets issued by one instance open on the other.
+    need haproxy
+    start_cache
+    (umask 077 && openssl rand -hex 32 >"$E2E_DIR/keys")
+    SHIM_ENV+=(DC_CACHE_SEAL_KEYS="$E2E_DIR/keys" DC_CACHE_TICKETS=shared)
+    e2e_start_listener A start_haproxy
+    e2e_start_listener B start_haproxy
+    both_ways A B
+    n=$(grep -l "TLS session ticket:" "$E2E_DIR"/out.* 2>/dev/null | wc -l)
+    [ "$n" -gt 0 ] || e2e_die "haproxy issued no ticket under DC_CACHE_TICKETS=shared"
+    grep -q "tickets shared" "$E2E_DIR/A/stderr.log" ||
+      e2e_die "the shim did not start with the shared ticket policy"
+    ;;
+
   apache2)
     need apache2
     need_file "$APACHE_MODULES/mod_ssl.so" apache2

@@ -723,6 +723,82 @@ int main(int argc, char** argv) {
     unlink(open_keys.c_str());
   }
 
+  // 19. Shared ticket keys (DC_SSL_FLAG_SHARED_TICKETS): two contexts
+  // that race to make the first key of an epoch end up with the same one,
+  // so stateless tickets of either open on the other (TLS 1.2 and 1.3); a
+  // context of another keyring does not open them; the flag excludes
+  // DC_SSL_FLAG_KEEP_TICKETS.
+  {
+    std::string keys = std::string(dir) + "/ticket-keys";
+    FILE* f = std::fopen(keys.c_str(), "w");
+    std::fprintf(f, "5a5b5c5d5e5f606162636465666768696a6b6c6d6e6f70717273747576777879\n");
+    std::fclose(f);
+    chmod(keys.c_str(), 0600);
+    CHECK(DC_SSL_CTX_attach(s1.get(), listen.c_str(),
+                            DC_SSL_FLAG_KEEP_TICKETS | DC_SSL_FLAG_SHARED_TICKETS) == 0);
+    // A fresh epoch length: keys no earlier run of this test could have left.
+    unsigned epoch = 7000 + unsigned(getpid() % 1000);
+    CtxPtr a = server_ctx(id, "cluster"), b = server_ctx(id, "cluster");
+    SSL_CTX_set_session_cache_mode(a.get(), SSL_SESS_CACHE_SERVER);
+    SSL_CTX_set_session_cache_mode(b.get(), SSL_SESS_CACHE_SERVER);
+    for (SSL_CTX* c : {a.get(), b.get()}) {
+      CHECK(DC_SSL_CTX_attach(c, listen.c_str(), DC_SSL_FLAG_SHARED_TICKETS) == 1);
+      CHECK(DC_SSL_CTX_set_timeout(c, 5000) == 1);
+      CHECK(DC_SSL_CTX_set_seal_keys(c, keys.c_str()) == 1);
+      CHECK(DC_SSL_CTX_set_ticket_epoch(c, epoch) == 1);
+      CHECK((SSL_CTX_get_options(c) & SSL_OP_NO_TICKET) == 0);  // tickets issued
+    }
+    CHECK(DC_SSL_CTX_set_ticket_epoch(a.get(), 1) == 0);
+    // The race: both contexts need their first key at the same moment.
+    std::atomic<int> ready{0};
+    Result first[2];
+    std::thread racers[2];
+    for (int i = 0; i < 2; ++i) {
+      racers[i] = std::thread([&, i] {
+        ready++;
+        while (ready < 2) {
+        }
+        first[i] = connect(client.get(), i ? b.get() : a.get(), TLS1_3_VERSION, nullptr);
+      });
+    }
+    for (auto& t : racers) t.join();
+    CHECK(first[0].ok && first[1].ok);
+    // Tickets, not the cache: internal stores on, nothing stored for TLS 1.3.
+    unsigned long stored = stats(a.get()).stored + stats(b.get()).stored;
+    for (int i = 0; i < 2; ++i) {
+      if (!first[i].session) continue;
+      CHECK(SSL_SESSION_has_ticket(first[i].session.get()) == 1);
+      Result r =
+          connect(client.get(), i ? a.get() : b.get(), TLS1_3_VERSION, first[i].session.get());
+      CHECK(r.ok && r.reused);
+    }
+    CHECK(stats(a.get()).stored + stats(b.get()).stored == stored);
+    Result t12 = connect(client.get(), a.get(), TLS1_2_VERSION, nullptr);
+    CHECK(t12.ok && t12.session && SSL_SESSION_has_ticket(t12.session.get()) == 1);
+    if (t12.session) {
+      Result r = connect(client.get(), b.get(), TLS1_2_VERSION, t12.session.get());
+      CHECK(r.ok && r.reused);
+    }
+    // Another keyring: its own key for the epoch, so the ticket is a full
+    // handshake there.
+    std::string other_keys = std::string(dir) + "/other-ticket-keys";
+    f = std::fopen(other_keys.c_str(), "w");
+    std::fprintf(f, "0101010101010101010101010101010101010101010101010101010101010101\n");
+    std::fclose(f);
+    chmod(other_keys.c_str(), 0600);
+    CtxPtr c = server_ctx(id, "cluster");
+    CHECK(DC_SSL_CTX_attach(c.get(), listen.c_str(), DC_SSL_FLAG_SHARED_TICKETS) == 1);
+    CHECK(DC_SSL_CTX_set_timeout(c.get(), 5000) == 1);
+    CHECK(DC_SSL_CTX_set_seal_keys(c.get(), other_keys.c_str()) == 1);
+    CHECK(DC_SSL_CTX_set_ticket_epoch(c.get(), epoch) == 1);
+    if (first[0].session) {
+      Result r = connect(client.get(), c.get(), TLS1_3_VERSION, first[0].session.get());
+      CHECK(r.ok && !r.reused);
+    }
+    unlink(keys.c_str());
+    unlink(other_keys.c_str());
+  }
+
   client.reset();
   s1.reset();
   s2.reset();
