@@ -144,7 +144,12 @@ void Agent::add_listener(UniqueFd fd, const Address& a) {
 
 void Agent::accept(UniqueFd fd) {
   ++stats_.accepted;
+  // At -maxconns the socket is closed at once: the client's library sees
+  // a failed connection (a miss, then its back-off) instead of waiting in
+  // the listen backlog.
+  if (!loop_.admit()) return;
   ev::ConnectionOptions opt;
+  opt.limited = true;  // -maxconns, -frametimeout, -connmemory
   opt.out_high = cfg_.max_out;
   opt.out_low = cfg_.max_out / 4;
   uint64_t id = next_client_++;
@@ -517,7 +522,8 @@ void Agent::sweep_idle() {
 
 std::string Agent::stats_line() {
   const AgentStats& s = stats_;
-  char buf[1024];
+  const ev::LimitCounters& lc = loop_.limit_counters();
+  char buf[1536];
   std::snprintf(
       buf, sizeof buf,
       "uptime_ms=%" PRId64 " upstream=%s clients=%zu pending=%zu accepted=%" PRIu64
@@ -525,11 +531,13 @@ std::string Agent::stats_line() {
       " dropped=%" PRIu64 " unmatched=%" PRIu64 " resolves=%" PRIu64 " connects=%" PRIu64
       " losses=%" PRIu64 " expired=%" PRIu64 " late=%" PRIu64 " late_max_ms=%" PRId64
       " deadlines=%" PRIu64 " client_errors=%" PRIu64 " overflows=%" PRIu64 " idle_drops=%" PRIu64
-      " half_closed=%" PRIu64,
+      " half_closed=%" PRIu64 " buffered=%zu refused=%" PRIu64 " displaced=%" PRIu64
+      " frame_timeouts=%" PRIu64 " memory_closes=%" PRIu64,
       loop_.now_ms() - started_ms_, upstream_up() ? "up" : "down", locals_.size(), pending_.size(),
       s.accepted, s.requests, s.forwarded, s.answered, s.disconnected, s.dropped, s.unmatched,
       s.resolves, s.connects, s.losses, s.expired, s.late, s.late_max_ms, s.deadlines,
-      s.client_errors, s.overflows, s.idle_drops, s.half_closed);
+      s.client_errors, s.overflows, s.idle_drops, s.half_closed, loop_.buffered(), lc.refused,
+      lc.displaced, lc.frame_timeouts, lc.memory_closes);
   return buf;
 }
 

@@ -34,7 +34,13 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  dc::raise_fd_limit();
+  long fd_limit = dc::raise_fd_limit();
+  size_t max_conns = dc::ev::connection_cap(opt.max_conns, fd_limit);
+  if (opt.max_conns_given && max_conns < opt.max_conns)
+    std::fprintf(stderr,
+                 "dc_client: -maxconns %zu is more than the descriptor limit (%ld) allows: using "
+                 "%zu; raise the limit (ulimit -n, systemd LimitNOFILE=) to serve more\n",
+                 opt.max_conns, fd_limit, max_conns);
 
   // A relative UNIX path for the server must survive -daemon's chdir("/").
   dc::Address server = opt.server;
@@ -69,6 +75,12 @@ int main(int argc, char** argv) {
 
   {
     dc::ev::Loop loop;
+    dc::ev::ConnectionLimits limits;
+    limits.max_conns = max_conns;
+    limits.frame_timeout_ms = opt.frame_timeout_ms;
+    limits.memory = opt.conn_memory;
+    limits.name = "dc_client";
+    loop.set_limits(limits);
     dc::agent::AgentConfig cfg;
     cfg.server = server;
     cfg.server_sa = server_sa;

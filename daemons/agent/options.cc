@@ -14,6 +14,7 @@ static_assert(kDefaultTimeoutMs < DC_DEFAULT_OP_TIMEOUT_MS,
 namespace {
 constexpr uint64_t kMaxMs = 86400000;  // one day: more is surely a typo
 constexpr size_t kMinOut = 4096;
+constexpr size_t kMinConnMemory = 1024 * 1024;  // a few clients' worth of output
 }  // namespace
 
 std::string usage() {
@@ -45,7 +46,17 @@ std::string usage() {
          "                      answers come back (default 1000)\n"
          "  -maxout SIZE        stop reading a client whose unread answers pass SIZE bytes,\n"
          "                      suffix K, M or G, until it reads them (default 256K, least 4K);\n"
-         "                      also at most 4 x SIZE / 32K of its GETs wait on the server\n" +
+         "                      also at most 4 x SIZE / 32K of its GETs wait on the server\n"
+         "  -maxconns N         serve at most N local clients; one more is closed as soon\n"
+         "                      as accepted (its library takes that as a miss), unless a\n"
+         "                      client holds an unfinished request: the one holding it\n"
+         "                      longest is closed instead (default 10000, fewer when the\n"
+         "                      descriptor limit is lower)\n"
+         "  -frametimeout MS    close a client that started a request and has not sent all\n"
+         "                      of it within MS milliseconds (default 5000; 0: never)\n"
+         "  -connmemory SIZE    when the buffers of all clients (unread answers, held input,\n"
+         "                      requests in pieces) pass SIZE bytes, close the clients\n"
+         "                      holding the most (default 128M; 0: no limit)\n" +
          std::string(ev::process_usage()) +
          "  -h, -help, -?       show this help\n"
          "While the server is unreachable every request is answered at once with the\n"
@@ -111,6 +122,20 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
       if (!ev::parse_size(v, o.max_out) || o.max_out < kMinOut) {
         err = "-maxout: \"" + v +
               "\" is not a size of at least 4K (a number with an optional K, M or G)";
+        return false;
+      }
+    } else if (flag == "-maxconns") {
+      if (!count(o.max_conns)) return false;
+      o.max_conns_given = true;
+    } else if (flag == "-frametimeout") {
+      if (!millis(o.frame_timeout_ms, 0)) return false;
+    } else if (flag == "-connmemory") {
+      if (!args.value(v)) return false;
+      if (!ev::parse_size(v, o.conn_memory) ||
+          (o.conn_memory != 0 && o.conn_memory < kMinConnMemory)) {
+        err = "-connmemory: \"" + v +
+              "\" is not 0 (no limit) or a size of at least 1M (a number with an optional K, M "
+              "or G)";
         return false;
       }
     } else if (!args.process_flag(o.proc)) {

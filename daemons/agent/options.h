@@ -1,8 +1,8 @@
 // dc_client's command line: the flags of distcache 1.x's dc_client with
 // their meaning, plus this project's limits (-timeout, -maxpending,
-// -clientpending, -maxout). Parsing is apart from main() so every rule lives
-// in one place and errors are uniform: one line naming the flag and what is
-// wrong, then the usage, exit status 2.
+// -clientpending, -maxout, -maxconns, -frametimeout, -connmemory). Parsing is apart from main() so
+// every rule lives in one place and errors are uniform: one line naming the flag and what is wrong,
+// then the usage, exit status 2.
 #pragma once
 
 #include <cstddef>
@@ -37,7 +37,11 @@ struct Options {
   size_t max_pending = 10000;    // -maxpending: requests waiting on the server, all clients
   size_t client_pending = 1000;  // -clientpending: unanswered requests of one client
   size_t max_out = 256 * 1024;   // -maxout: a client's unread answers before backpressure
-  ev::ProcessOptions proc;       // -daemon, -pidfile, -user, -sock*
+  size_t max_conns = 10000;      // -maxconns: local clients (capped by the descriptor limit)
+  bool max_conns_given = false;
+  int64_t frame_timeout_ms = 5000;         // -frametimeout: 0 = none
+  size_t conn_memory = size_t(128) << 20;  // -connmemory: all clients' buffers; 0 = none
+  ev::ProcessOptions proc;                 // -daemon, -pidfile, -user, -sock*
   bool help = false;
 };
 

@@ -41,6 +41,10 @@ const char* to_string(CloseReason r) {
       return "I/O error";
     case CloseReason::corrupt:
       return "corrupt input";
+    case CloseReason::timeout:
+      return "request not finished in time";
+    case CloseReason::overload:
+      return "closed by the connection limits";
   }
   return "unknown";
 }
@@ -53,12 +57,23 @@ Connection::Connection(Loop& loop, UniqueFd fd, Handler& handler, ConnectionOpti
   ev_io_init(&ww_, on_write_cb, fd_.get(), EV_WRITE);
   ww_.data = this;
   ev_io_start(loop_.raw(), &rw_);
+  if (opt_.limited) loop_.enter_limits(this);
 }
 
 Connection::~Connection() {
   ev_io_stop(loop_.raw(), &rw_);
   ev_io_stop(loop_.raw(), &ww_);
+  if (opt_.limited) loop_.leave_limits(this);
   loop_.forget(this);
+}
+
+void Connection::account() {
+  if (opt_.limited && !closed_) loop_.account(this, heap_bytes());
+}
+
+void Connection::track_partial() {
+  if (!opt_.limited || closed_) return;
+  loop_.set_partial(this, !paused_ && !draining_ && !eof_ && !dec_.idle());
 }
 
 size_t Connection::heap_bytes() const {
@@ -66,7 +81,9 @@ size_t Connection::heap_bytes() const {
 }
 
 void Connection::queued() {
-  if (!closed_) loop_.want_flush(this);
+  if (closed_) return;
+  loop_.want_flush(this);
+  account();  // may close this connection (the budget)
 }
 
 bool Connection::send(const proto::Message& m, std::span<const proto::Bytes> parts) {
@@ -100,6 +117,7 @@ void Connection::close(CloseReason why) {
   std::vector<uint8_t>().swap(in_);
   out_off_ = in_off_ = 0;
   dec_ = proto::Decoder();
+  if (opt_.limited) loop_.leave_limits(this);
   loop_.want_close_notice(this);
 }
 
@@ -120,6 +138,7 @@ void Connection::hold_input(bool on) {
     // Stop reading now, not at the next read's first message.
     paused_ = true;
     set_reading(false);
+    track_partial();
   }
   // A flush (even of nothing) runs the resume check, from the loop.
   if (!on && paused_) queued();
@@ -161,15 +180,20 @@ void Connection::on_readable() {
     pollfd p{fd_.get(), 0, 0};
     bool gone = ::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
     if (gone || !handler_->on_eof(*this)) close_after_flush(CloseReason::peer_closed);
+    track_partial();  // the rest will never come: not the deadline's business
     return;
   }
   proto::Bytes in(buf.data(), size_t(n));
   size_t left = consume(in);
-  if (closed_ || left == 0) return;
-  // Backpressure stopped decoding: hold the rest (the scratch buffer is
-  // reused by the next read of any connection).
-  in_.assign(in.end() - ptrdiff_t(left), in.end());
-  in_off_ = 0;
+  if (closed_) return;
+  if (left > 0) {
+    // Backpressure stopped decoding: hold the rest (the scratch buffer is
+    // reused by the next read of any connection).
+    in_.assign(in.end() - ptrdiff_t(left), in.end());
+    in_off_ = 0;
+  }
+  track_partial();
+  account();
 }
 
 size_t Connection::look_ahead(proto::Bytes in) {
@@ -217,6 +241,9 @@ size_t Connection::consume(proto::Bytes in) {
     if (r.status == proto::DecodeStatus::need_more) return 0;  // all consumed
     handler_->on_message(*this, m);
     if (closed_) return 0;
+    // The reassembly buffer of a long message is not kept by an idle
+    // untrusted connection (m.payload pointed into it: no longer used).
+    if (opt_.limited && dec_.idle() && dec_.heap_bytes() > kIdleKeep) dec_ = proto::Decoder();
   }
   return 0;
 }
@@ -254,7 +281,8 @@ IoResult Connection::flush() {
   if (res == IoResult::ok) {
     out_.clear();
     out_off_ = 0;
-    if (out_.capacity() > kKeepCapacity) std::vector<uint8_t>().swap(out_);
+    if (out_.capacity() > (opt_.limited ? kIdleKeep : kKeepCapacity))
+      std::vector<uint8_t>().swap(out_);
     ev_io_stop(loop_.raw(), &ww_);
     if (draining_) {
       close(reason_);
@@ -274,8 +302,10 @@ IoResult Connection::flush() {
     resume_input();  // may pause again, queue output or close
     if (closed_) return IoResult::closed;
     if (!paused_ && !draining_ && !eof_) set_reading(true);
+    track_partial();
   }
-  return res;
+  account();
+  return closed_ ? IoResult::closed : res;
 }
 
 }  // namespace dc::ev

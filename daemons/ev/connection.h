@@ -43,6 +43,8 @@ enum class CloseReason : uint8_t {
   peer_closed,  // end of stream from the peer (after our output was sent)
   io_error,     // a read or write failed (reset, broken pipe, ...)
   corrupt,      // the peer's bytes broke the protocol (PROTOCOL.md)
+  timeout,      // a request started and not finished within the frame deadline
+  overload,     // closed by the limits: over the buffer budget, or to make room
 };
 const char* to_string(CloseReason r);
 
@@ -98,6 +100,11 @@ struct ConnectionOptions {
   // agent's upstream: the peer it wakes then finds a whole batch, and the
   // wake-up does not preempt the answers still to be written to clients.
   bool flush_last = false;
+  // A connection from an untrusted peer: counted against the loop's
+  // ConnectionLimits (number, frame deadline, buffer budget), and keeping
+  // small buffers when idle (at most kIdleKeep each for output and
+  // reassembly) so that many idle connections stay cheap.
+  bool limited = false;
 };
 
 class Connection {
@@ -141,6 +148,8 @@ class Connection {
   bool input_held() const { return held_; }
   // Heap bytes of this connection's buffers (output, held input, decoder).
   size_t heap_bytes() const;
+  // What an idle limited connection keeps of each buffer at most.
+  static constexpr size_t kIdleKeep = 4096;
 
   // Writes as much queued output as the socket takes; called by the loop.
   IoResult flush();
@@ -159,6 +168,10 @@ class Connection {
   void resume_input();
   void queued();
   void set_reading(bool on);
+  // Limited connections: tells the loop how much the buffers hold now, and
+  // whether part of a request is waiting for the rest (see set_partial).
+  void account();
+  void track_partial();
 
   Loop& loop_;
   UniqueFd fd_;
@@ -180,6 +193,13 @@ class Connection {
   // Loop bookkeeping.
   bool in_flush_list_ = false;
   bool in_close_list_ = false;
+  // Limits bookkeeping (limited connections only).
+  size_t limited_pos_ = SIZE_MAX;  // index in the loop's list; SIZE_MAX: not in it
+  size_t counted_ = 0;             // heap bytes the loop counts for this one
+  bool in_partial_ = false;
+  int64_t partial_since_ = 0;
+  Connection* partial_prev_ = nullptr;
+  Connection* partial_next_ = nullptr;
 };
 
 }  // namespace dc::ev

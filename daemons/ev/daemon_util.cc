@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +17,12 @@
 #include "ev/listener.h"
 
 namespace dc::ev {
+
+size_t connection_cap(size_t wanted, long fd_limit) {
+  if (fd_limit <= 0) return wanted;
+  size_t own = fd_limit >= 128 ? 64 : size_t(fd_limit) / 2;
+  return std::min(wanted, size_t(fd_limit) - own);
+}
 
 bool parse_uint(const std::string& text, uint64_t max, uint64_t& out) {
   if (text.empty()) return false;
@@ -134,7 +141,8 @@ const char* process_usage() {
          "  -user USER          run as USER once the sockets are open\n"
          "  -sockowner USER     owner of UNIX sockets\n"
          "  -sockgroup GROUP    group of UNIX sockets\n"
-         "  -sockperms OCTAL    permissions of UNIX sockets, e.g. 0660\n";
+         "  -sockperms OCTAL    permissions of UNIX sockets, e.g. 0660\n"
+         "  -version            print the program's name and version, and exit\n";
 }
 
 bool FlagReader::next() {
@@ -143,6 +151,11 @@ bool FlagReader::next() {
   flag_ = typed_;
   // Accept --flag for -flag: people type both.
   if (flag_.size() > 2 && flag_[0] == '-' && flag_[1] == '-') flag_.erase(0, 1);
+  // -version (and --version) is answered here for every daemon: "NAME VERSION".
+  if (flag_ == "-version") {
+    std::printf("%s %s\n", program_invocation_short_name, DC_VERSION);
+    std::exit(std::fflush(stdout) == 0 ? 0 : 1);
+  }
   return true;
 }
 

@@ -47,6 +47,14 @@ bool daemonize(std::string& err);
 // one line naming the user when the user is unknown or the switch fails.
 bool drop_privileges(const std::string& user, std::string& err);
 
+// The most connections a daemon whose descriptor limit is `fd_limit` (as
+// raise_fd_limit() left it; <= 0: unknown) may serve: `wanted`, but keeping
+// 64 descriptors (or half of a limit below 128) for its own use: listeners,
+// the event loop, the -stats file, an agent's upstream connection and name
+// lookups. Running out of those is what let a flood of connections stall a
+// daemon, so the connection limit must bind first.
+size_t connection_cap(size_t wanted, long fd_limit);
+
 // ---- What both daemons do to become a running daemon ----
 
 // The process flags of 1.x that dc_server and dc_client share.
@@ -59,7 +67,7 @@ struct ProcessOptions {
   int sockperms = -1;     // -sockperms OCTAL
 };
 
-// The usage lines of those flags (each ends with a newline).
+// The usage lines of those flags and of -version (each ends with a newline).
 const char* process_usage();
 
 enum class FlagParse { not_mine, ok, error };
@@ -76,6 +84,8 @@ FlagParse parse_process_flag(const std::string& flag, ValueFn&& value, ProcessOp
 // is the next argument, the help flags, -listen ADDR, the process flags and
 // the unknown-flag message. Every method that can fail sets the `err` given
 // to the constructor to one line naming the flag and returns false.
+// next() answers -version (or --version) itself: it prints "NAME VERSION"
+// (the program's name, the project version) on stdout and exits 0.
 // A daemon's loop: while (args.next()) test is_help(), then flag() against
 // "-listen" (listen()) and its own flags (value()), and give any other flag
 // to process_flag().

@@ -5,6 +5,10 @@
 //     produced by one wake-up leave in one send() per connection;
 //   - telling handlers that a connection closed, never from inside a call
 //     on that connection, so a handler may destroy it right there.
+// It also keeps the bounds on what connections from untrusted peers
+// (ConnectionOptions::limited) may cost the process together (see
+// ConnectionLimits): how many there are, how long one may take to send a
+// request it has started, and how much all their buffers hold.
 // Also RAII wrappers for the timers and signal watchers the daemons use.
 // One Loop per thread, always passed explicitly: nothing here is global.
 #pragma once
@@ -15,11 +19,41 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace dc::ev {
 
 class Connection;
+
+// What connections from untrusted peers (ConnectionOptions::limited: a
+// server's clients, an agent's local clients) may cost, all of them
+// together. 0 turns a bound off; all are off until set_limits().
+struct ConnectionLimits {
+  // At most this many open; see Loop::admit().
+  size_t max_conns = 0;
+  // A request whose first byte has arrived must be whole within this many
+  // ms, else the connection is closed (CloseReason::timeout). Not counted
+  // while the connection is not being read (backpressure, hold_input): the
+  // wait is then ours, not the peer's.
+  int64_t frame_timeout_ms = 0;
+  // Heap bytes of all their buffers (queued output, input held back,
+  // messages being reassembled: Connection::heap_bytes). Past it, the
+  // connections holding the most are closed (CloseReason::overload) until
+  // the total is 3/4 of it.
+  size_t memory = 0;
+  // For the log lines (e.g. "dc_server") and the flags they name.
+  std::string name = "daemon";
+  std::string conns_flag = "-maxconns", frame_flag = "-frametimeout", memory_flag = "-connmemory";
+};
+
+// What the limits did, for the statistics.
+struct LimitCounters {
+  uint64_t refused = 0;         // connections closed at accept: max_conns open
+  uint64_t displaced = 0;       // closed to make room for a new one (Loop::admit)
+  uint64_t frame_timeouts = 0;  // closed: a request not whole within frame_timeout_ms
+  uint64_t memory_closes = 0;   // closed: their buffers were the largest over memory
+};
 
 class Loop {
  public:
@@ -55,9 +89,47 @@ class Loop {
   // Forgets `c` (its destructor calls this).
   void forget(Connection* c);
 
+  // ---- limits on untrusted connections (ConnectionLimits) ----
+
+  void set_limits(const ConnectionLimits& l) { limits_ = l; }
+  const ConnectionLimits& limits() const { return limits_; }
+  const LimitCounters& limit_counters() const { return counters_; }
+  // Limited connections open, and the heap bytes their buffers hold.
+  size_t limited_open() const { return limited_.size(); }
+  size_t buffered() const { return buffered_; }
+  // Whether a newly accepted limited connection may be served: true below
+  // max_conns, or when room was made by closing the connection that has
+  // held an unfinished request longest (slowloris-style slots: a
+  // legitimate request is whole within microseconds, so such a connection
+  // is almost surely hostile or stuck, and a flood of them cannot lock new
+  // clients out). Else false: the caller closes the new socket at once, so
+  // the peer hears at once (a miss for a cache client) rather than waiting
+  // in a listen backlog until its deadline; counted, and logged at most
+  // once per 10 s. Needs frame_timeout_ms (which keeps that list).
+  bool admit();
+
+  // Used by Connection.
+  void enter_limits(Connection* c);
+  void leave_limits(Connection* c);
+  // `c`'s buffers now hold `bytes` (was c->counted_); enforces the budget.
+  void account(Connection* c, size_t bytes);
+  // Whether `c` has part of a request (on: appended at the tail, so the
+  // list is in order of when each started).
+  void set_partial(Connection* c, bool on);
+
  private:
   static void on_prepare(struct ev_loop* l, ev_prepare* w, int revents);
+  static void on_frame_timer(struct ev_loop* l, ev_timer* w, int revents);
+  static void on_report_timer(struct ev_loop* l, ev_timer* w, int revents);
   void run_pending();
+  void arm_frame_timer();
+  // Closes the largest limited connections until buffered_ <= 3/4 memory.
+  void enforce_memory();
+  // Counts an event of kind `k` for the rate-limited log (one line per
+  // kind per kReportEveryMs).
+  enum Report { kRefused, kFrameTimeout, kMemory, kReports };
+  void note(Report k);
+  void report();
 
   struct ev_loop* loop_ = nullptr;
   ev_prepare prepare_{};
@@ -67,6 +139,23 @@ class Loop {
   std::vector<uint8_t> scratch_;
   int64_t now_ = 0;
   bool now_valid_ = false;
+
+  ConnectionLimits limits_;
+  LimitCounters counters_;
+  // Every limited connection not closed yet (each knows its index).
+  std::vector<Connection*> limited_;
+  size_t buffered_ = 0;
+  bool enforcing_ = false;
+  // Connections with part of a request, oldest first (intrusive list).
+  Connection* partial_head_ = nullptr;
+  Connection* partial_tail_ = nullptr;
+  ev_timer frame_timer_{};
+  // The rate-limited log: events since the last line, and when the next
+  // line may be written.
+  static constexpr int64_t kReportEveryMs = 10000;
+  uint64_t unreported_[kReports] = {};
+  int64_t next_report_ms_ = 0;
+  ev_timer report_timer_{};
 };
 
 // A one-shot or repeating timer. The callback runs on the loop; it may stop,

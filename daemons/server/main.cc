@@ -48,7 +48,13 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  dc::raise_fd_limit();
+  long fd_limit = dc::raise_fd_limit();
+  size_t max_conns = dc::ev::connection_cap(opt.max_conns, fd_limit);
+  if (opt.max_conns_given && max_conns < opt.max_conns)
+    std::fprintf(stderr,
+                 "dc_server: -maxconns %zu is more than the descriptor limit (%ld) allows: using "
+                 "%zu; raise the limit (ulimit -n, systemd LimitNOFILE=) to serve more\n",
+                 opt.max_conns, fd_limit, max_conns);
 
   // -stats is relative to where we were started, not to -daemon's "/".
   std::string stats_file = dc::ev::absolute_path(opt.stats_file);
@@ -64,7 +70,13 @@ int main(int argc, char** argv) {
   int status = 0;
   {
     dc::ev::Loop loop;
-    dc::server::Store store({opt.sessions, opt.memory}, random_seed());
+    dc::ev::ConnectionLimits limits;
+    limits.max_conns = max_conns;
+    limits.frame_timeout_ms = opt.frame_timeout_ms;
+    limits.memory = opt.conn_memory;
+    limits.name = "dc_server";
+    loop.set_limits(limits);
+    dc::server::Store store({opt.sessions, opt.memory, opt.max_lifetime_ms}, random_seed());
     dc::server::ServerConfig cfg;
     cfg.progress = opt.progress;
     dc::server::Server server(loop, store, cfg);

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "ev/daemon_util.h"
+#include "proto.h"
 
 namespace dc::server {
 
@@ -11,6 +12,9 @@ namespace {
 
 constexpr size_t kMaxSessions = size_t(1) << 31;
 constexpr size_t kMinMemory = 64 * 1024;  // room for one largest session
+constexpr uint64_t kMaxConns = 1000000;
+constexpr uint64_t kMaxFrameTimeoutMs = 86400000;
+constexpr size_t kMinConnMemory = 1024 * 1024;  // a few clients' worth of output
 
 }  // namespace
 
@@ -21,8 +25,20 @@ std::string usage() {
          "                      (may be given more than once; required)\n"
          "  -sessions N         store at most N sessions (default 1000000)\n"
          "  -memory SIZE        store at most SIZE bytes of sessions, suffix K, M or G;\n"
-         "                      each session counts id + data + 64 (default 1G, least 64K)\n"
-         "                      When full, the sessions nearest to expiry are evicted.\n"
+         "                      each session counts id + data + 80 (default 1G, least 64K)\n"
+         "                      When full, expired sessions go first, then those stored\n"
+         "                      longest ago.\n"
+         "  -maxlifetime MS     keep no session longer than MS milliseconds, whatever the\n"
+         "                      client asks (default 86400000, one day; at most 604800000)\n"
+         "  -maxconns N         serve at most N client connections; one more is closed as\n"
+         "                      soon as accepted, unless a client holds an unfinished\n"
+         "                      request: the one holding it longest is closed instead\n"
+         "                      (default 10000, fewer when the descriptor limit is lower)\n"
+         "  -frametimeout MS    close a client that started a request and has not sent all\n"
+         "                      of it within MS milliseconds (default 5000; 0: never)\n"
+         "  -connmemory SIZE    when the buffers of all clients (unread answers, held input,\n"
+         "                      requests in pieces) pass SIZE bytes, close the clients\n"
+         "                      holding the most (default 256M; 0: no limit)\n"
          "  -progress N         print a statistics line to stderr every N operations\n"
          "  -stats FILE         keep FILE holding the current statistics line\n"
          "  -stats-interval MS  rewrite the -stats FILE every MS milliseconds (default 1000)\n"
@@ -65,6 +81,43 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
         return false;
       }
       o.memory = n;
+    } else if (flag == "-maxlifetime") {
+      if (!args.value(v)) return false;
+      uint64_t n = 0;
+      if (!ev::parse_uint(v, proto::kMaxTimeoutMs, n) || n == 0) {
+        err = "-maxlifetime: \"" + v + "\" is not a number of milliseconds from 1 to " +
+              std::to_string(proto::kMaxTimeoutMs);
+        return false;
+      }
+      o.max_lifetime_ms = uint32_t(n);
+    } else if (flag == "-maxconns") {
+      if (!args.value(v)) return false;
+      uint64_t n = 0;
+      if (!ev::parse_uint(v, kMaxConns, n) || n == 0) {
+        err = "-maxconns: \"" + v + "\" is not a number from 1 to " + std::to_string(kMaxConns);
+        return false;
+      }
+      o.max_conns = size_t(n);
+      o.max_conns_given = true;
+    } else if (flag == "-frametimeout") {
+      if (!args.value(v)) return false;
+      uint64_t n = 0;
+      if (!ev::parse_uint(v, kMaxFrameTimeoutMs, n)) {
+        err = "-frametimeout: \"" + v + "\" is not a number of milliseconds from 0 (never) to " +
+              std::to_string(kMaxFrameTimeoutMs);
+        return false;
+      }
+      o.frame_timeout_ms = int64_t(n);
+    } else if (flag == "-connmemory") {
+      if (!args.value(v)) return false;
+      size_t n = 0;
+      if (!ev::parse_size(v, n) || (n != 0 && n < kMinConnMemory)) {
+        err = "-connmemory: \"" + v +
+              "\" is not 0 (no limit) or a size of at least 1M (a number with an optional K, M "
+              "or G)";
+        return false;
+      }
+      o.conn_memory = n;
     } else if (flag == "-progress") {
       if (!args.value(v)) return false;
       uint64_t n = 0;

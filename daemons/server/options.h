@@ -1,5 +1,6 @@
 // dc_server's command line: the flags of distcache 1.x with their meaning,
-// plus this project's additions (-memory, -stats). Parsing is separate from
+// plus this project's additions (-memory, -stats, the limits on what one
+// client may cost: -maxconns, -frametimeout, -connmemory, -maxlifetime). Parsing is separate from
 // main() so that every rule lives in one place and errors are uniform: one
 // line naming the flag and what is wrong, then the usage, exit status 2.
 #pragma once
@@ -15,13 +16,18 @@
 namespace dc::server {
 
 struct Options {
-  std::vector<Address> listen;  // at least one
-  ev::ProcessOptions proc;  // -daemon, -pidfile, -user, -sock*
-  size_t sessions = 1000000;         // -sessions
-  size_t memory = size_t(1) << 30;   // -memory (charged bytes, see Store::cost)
-  uint64_t progress = 0;             // -progress: 0 = off
-  std::string stats_file;            // -stats
-  int64_t stats_interval_ms = 1000;  // -stats-interval
+  std::vector<Address> listen;          // at least one
+  ev::ProcessOptions proc;              // -daemon, -pidfile, -user, -sock*
+  size_t sessions = 1000000;            // -sessions
+  size_t memory = size_t(1) << 30;      // -memory (charged bytes, see Store::cost)
+  uint32_t max_lifetime_ms = 86400000;  // -maxlifetime: longer ADD timeouts are cut to this
+  size_t max_conns = 10000;             // -maxconns (capped by the descriptor limit)
+  bool max_conns_given = false;
+  int64_t frame_timeout_ms = 5000;         // -frametimeout: 0 = none
+  size_t conn_memory = size_t(256) << 20;  // -connmemory: 0 = none
+  uint64_t progress = 0;                   // -progress: 0 = off
+  std::string stats_file;                  // -stats
+  int64_t stats_interval_ms = 1000;        // -stats-interval
   bool killable = false;
   bool help = false;
 };

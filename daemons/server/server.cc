@@ -37,7 +37,12 @@ void Server::add_listener(UniqueFd fd, const Address& a) {
 
 void Server::accept(UniqueFd fd) {
   ++stats_.accepted;
+  // At the connection limit the socket is closed at once (the client sees
+  // its connection end: a miss), rather than left in the listen backlog
+  // where it would wait out its deadline.
+  if (!loop_.admit()) return;
   ev::ConnectionOptions o = cfg_.conn;
+  o.limited = true;  // every client is untrusted
   if (o.lookahead == 0) o.lookahead = kLookahead;
   auto c = std::make_unique<ev::Connection>(loop_, std::move(fd), *this, o);
   ev::Connection* key = c.get();
@@ -161,7 +166,8 @@ void Server::on_message(ev::Connection& c, const proto::Message& m) {
 std::string Server::stats_line() {
   const Stats& s = stats_;
   const StoreCounters& sc = store_.counters();
-  char buf[1024];
+  const ev::LimitCounters& lc = loop_.limit_counters();
+  char buf[1536];
   std::snprintf(
       buf, sizeof buf,
       "uptime_ms=%" PRId64 " conns=%zu accepted=%" PRIu64 " protocol_errors=%" PRIu64
@@ -170,12 +176,14 @@ std::string Server::stats_line() {
       " have_misses=%" PRIu64 " add_ok=%" PRIu64 " add_matching_session=%" PRIu64
       " add_timeout_range=%" PRIu64 " add_corrupt=%" PRIu64 " add_id_range=%" PRIu64
       " add_data_range=%" PRIu64 " add_notok=%" PRIu64 " evictions=%" PRIu64 " expirations=%" PRIu64
-      " sessions=%zu bytes=%zu max_sessions=%zu max_bytes=%zu",
+      " sessions=%zu bytes=%zu max_sessions=%zu max_bytes=%zu buffered=%zu refused=%" PRIu64
+      " displaced=%" PRIu64 " frame_timeouts=%" PRIu64 " memory_closes=%" PRIu64,
       loop_.now_ms() - started_ms_, conns_.size(), s.accepted, s.protocol_errors, s.ops[0],
       s.ops[1], s.ops[2], s.ops[3], s.get_hits, s.get_misses, s.remove_hits, s.remove_misses,
       s.have_hits, s.have_misses, s.add_ok, s.add_matching, s.add_timeout_range, s.add_corrupt,
       s.add_id_range, s.add_data_range, s.add_notok, sc.evictions, sc.expirations,
-      store_.sessions(), store_.bytes(), store_.limits().max_sessions, store_.limits().max_bytes);
+      store_.sessions(), store_.bytes(), store_.limits().max_sessions, store_.limits().max_bytes,
+      loop_.buffered(), lc.refused, lc.displaced, lc.frame_timeouts, lc.memory_closes);
   return buf;
 }
 

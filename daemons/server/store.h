@@ -11,10 +11,16 @@
 //     cache miss on its block (with a million sessions those misses were
 //     most of a GET's time);
 //   - an indexed binary min-heap of (expiry, block) pairs; each block knows
-//     its heap position, so removing any session is O(log n).
+//     its heap position, so removing any session is O(log n);
+//   - a doubly-linked list of the blocks in the order they were stored.
 // The heap's top is the session nearest to expiry: expired sessions are
-// reclaimed from the top without scanning, and when the store is full (by
-// count or by bytes) the same top is the one evicted.
+// reclaimed from the top without scanning. When the store is full (by count
+// or by bytes) an expired session goes first, else the session stored
+// longest ago (first in, first out). Not the one nearest to expiry: clients
+// choose lifetimes, so a burst of long-lived sessions would make every
+// shorter-lived one the next victim; in insertion order a session survives
+// until max_sessions (or max_bytes) newer ones have come, whatever anyone's
+// lifetime.
 #pragma once
 
 #include <cstddef>
@@ -31,6 +37,8 @@ using proto::Bytes;
 struct StoreLimits {
   size_t max_sessions = 1000000;
   size_t max_bytes = size_t(1) << 30;  // charged bytes, see Store::cost()
+  // A longer lifetime asked for is cut to this (the protocol allows 7 days).
+  uint32_t max_lifetime_ms = proto::kMaxTimeoutMs;
 };
 
 struct StoreCounters {
@@ -63,17 +71,18 @@ class Store {
   Store& operator=(const Store&) = delete;
 
   // Bytes a session is charged against max_bytes: its id and data plus a
-  // fixed overhead for the block header, the allocator, the index slot and
-  // the heap entry.
-  static constexpr size_t kOverhead = 64;
+  // fixed overhead for the block header (40), the allocator (8), the index
+  // slot (8 to 16) and the heap entry (16).
+  static constexpr size_t kOverhead = 80;
   static size_t cost(size_t id_len, size_t data_len) { return id_len + data_len + kOverhead; }
 
-  // Stores a session expiring at now + timeout_ms. Expects an id of 1..64
-  // bytes and data of 1..32768 bytes (the server checks these with
-  // proto::parse_add first). Returns
-  //   ok                when stored (evicting the sessions nearest to expiry
-  //                     if the store was full), or when timeout_ms is 0 (the
-  //                     session is expired at once: nothing is kept);
+  // Stores a session expiring at now + min(timeout_ms, max_lifetime_ms).
+  // Expects an id of 1..64 bytes and data of 1..32768 bytes (the server
+  // checks these with proto::parse_add first). Returns
+  //   ok                when stored (evicting expired sessions, then the
+  //                     oldest stored, if the store was full), or when
+  //                     timeout_ms is 0 (the session is expired at once:
+  //                     nothing is kept);
   //   matching_session  when an unexpired session has this id (never
   //                     overwritten);
   //   notok             when it cannot be stored: larger than max_bytes
@@ -107,7 +116,7 @@ class Store {
   size_t table_bytes() const;
 
   // Checks every internal invariant (heap order and positions, index
-  // reachability, counts, byte total). For tests: O(n).
+  // reachability, the insertion list, counts, byte total). For tests: O(n).
   bool check() const;
 
  private:
@@ -136,8 +145,13 @@ class Store {
   void set_entry(size_t pos, HeapEntry e);
   // Unlinks and frees `s` (found at index slot `slot`).
   void destroy(Session* s, size_t slot);
-  // Drops the heap top (expired or evicted).
-  void drop_top(int64_t now);
+  // Drops the heap top (expired).
+  void drop_top();
+  // Makes room for one more session: an expired one if any, else the
+  // oldest stored.
+  void evict_one(int64_t now);
+  void list_append(Session* s);
+  void list_unlink(Session* s);
 
   StoreLimits limits_;
   uint64_t seed_;
@@ -147,6 +161,9 @@ class Store {
   size_t mask_ = 0;
   std::vector<HeapEntry> heap_;
   size_t bytes_ = 0;
+  // The insertion list: oldest_ is stored longest ago, newest_ last.
+  Session* oldest_ = nullptr;
+  Session* newest_ = nullptr;
   StoreCounters counters_;
   // Hashes announced by prefetch(), and how many lookups of them were made.
   static constexpr size_t kAheadMax = 64, kBlockAhead = 4;

@@ -1,7 +1,8 @@
 // Integration tests of dc_server's protocol behaviour, against the real
 // binary on a temporary UNIX socket and a free loopback TCP port: every
 // operation's answers, every ADD status, expiry, eviction by count and by
-// bytes (nearest to expiry first), corrupt input closing only its own
+// bytes (oldest stored first, not steered by lifetimes), -maxlifetime,
+// corrupt input closing only its own
 // connection, 1,000 pipelined requests in one write, and a 32 KB session.
 #include <string>
 #include <vector>
@@ -104,24 +105,24 @@ void test_evict_at_count_limit(void**) {
   ServerProc s({"-sessions", "3"});
   RawConn c = s.client();
   // Expiries far apart (seconds), so the order never depends on speed.
-  assert_int_equal(c.add("a", "aaaaa", 100000), kOk);
-  assert_int_equal(c.add("b", "bbbbb", 600000), kOk);
+  assert_int_equal(c.add("a", "aaaaa", 600000), kOk);
+  assert_int_equal(c.add("b", "bbbbb", 100000), kOk);
   assert_int_equal(c.add("c", "ccccc", 300000), kOk);
   assert_int_equal(c.add("d", "ddddd", 400000), kOk);
-  assert_int_equal(c.have("a"), kNotOk);  // nearest to expiry
+  assert_int_equal(c.have("a"), kNotOk);  // stored first (though it lives longest)
   assert_int_equal(c.have("b"), kOk);
   assert_int_equal(c.have("c"), kOk);
   assert_int_equal(c.have("d"), kOk);
   assert_int_equal(c.add("e", "eeeee", 500000), kOk);
-  assert_int_equal(c.have("c"), kNotOk);
-  assert_int_equal(c.have("b"), kOk);
+  assert_int_equal(c.have("b"), kNotOk);  // then the next stored
+  assert_int_equal(c.have("c"), kOk);
   assert_int_equal(c.have("d"), kOk);
   assert_int_equal(c.have("e"), kOk);
 }
 
 void test_evict_at_byte_limit(void**) {
-  // Each session is charged id + data + 64 bytes: 2 + 10000 + 64. Six fit
-  // in 64K (60396), a seventh does not.
+  // Each session is charged id + data + 80 bytes: 2 + 10000 + 80. Six fit
+  // in 64K (60492), a seventh does not.
   ServerProc s({"-memory", "64K"});
   RawConn c = s.client();
   const int timeouts_s[] = {300, 100, 500, 200, 600, 400};
@@ -131,11 +132,33 @@ void test_evict_at_byte_limit(void**) {
                      kOk);
   for (int i = 0; i < 6; ++i) assert_int_equal(c.have("k" + std::to_string(i)), kOk);
   assert_int_equal(c.add("k6", std::string(10000, 'g'), 700000), kOk);
-  assert_int_equal(c.have("k1"), kNotOk);  // 100 s: nearest
+  assert_int_equal(c.have("k0"), kNotOk);  // stored first
   assert_int_equal(c.add("k7", std::string(10000, 'h'), 800000), kOk);
-  assert_int_equal(c.have("k3"), kNotOk);  // 200 s: next
-  for (int i : {0, 2, 4, 5, 6, 7}) assert_int_equal(c.have("k" + std::to_string(i)), kOk);
+  assert_int_equal(c.have("k1"), kNotOk);  // stored next (though nearest to expiry)
+  for (int i : {2, 3, 4, 5, 6, 7}) assert_int_equal(c.have("k" + std::to_string(i)), kOk);
   assert_string_equal(c.get("k7")->c_str(), std::string(10000, 'h').c_str());
+}
+
+// Issue 14: 1,000 sessions of 7 days fill a store of 1,000, then 50 of 5
+// minutes come: all 50 stay (nearest-to-expiry eviction kept 1 of them).
+// And -maxlifetime cuts what a client asks for.
+void test_eviction_not_steered_and_maxlifetime(void**) {
+  ServerProc s({"-sessions", "1000", "-maxlifetime", "400"});
+  RawConn c = s.client();
+  const uint32_t kWeek = 7 * 24 * 3600 * 1000u;
+  for (int i = 0; i < 1000; ++i)
+    assert_int_equal(c.add("attacker-" + std::to_string(i), "long-lived", kWeek), kOk);
+  for (int i = 0; i < 50; ++i)
+    assert_int_equal(c.add("user-" + std::to_string(i), "five-minutes", 300000), kOk);
+  int kept = 0;
+  for (int i = 0; i < 50; ++i) kept += c.have("user-" + std::to_string(i)) == kOk;
+  assert_int_equal(kept, 50);
+  assert_int_equal(c.have("attacker-49"), kNotOk);
+  assert_int_equal(c.have("attacker-50"), kOk);
+  // Everything was cut to 400 ms.
+  usleep(600 * 1000);
+  assert_int_equal(c.have("attacker-999"), kNotOk);
+  assert_int_equal(c.have("user-0"), kNotOk);
 }
 
 void test_corrupt_closes_only_that_connection(void**) {
@@ -278,6 +301,7 @@ int main() {
       cmocka_unit_test(test_expiry),
       cmocka_unit_test(test_evict_at_count_limit),
       cmocka_unit_test(test_evict_at_byte_limit),
+      cmocka_unit_test(test_eviction_not_steered_and_maxlifetime),
       cmocka_unit_test(test_corrupt_closes_only_that_connection),
       cmocka_unit_test(test_pipelined_thousand),
       cmocka_unit_test(test_32k_session_round_trip),

@@ -1,8 +1,9 @@
 // Unit tests of dc_server's store (daemons/server/store.*), driven with a
 // hand-made clock: operations, ADD never overwriting, expiry at its exact
-// boundary, eviction nearest-to-expiry first by count and by bytes, and a
-// randomized run against a simple reference model with every invariant
-// checked along the way.
+// boundary, eviction (expired first, then oldest stored) by count and by
+// bytes, a burst of long-lived sessions that must not push out the rest,
+// the -maxlifetime cap, and a randomized run against a simple reference
+// model with every invariant checked along the way.
 #include <cstring>
 #include <map>
 #include <random>
@@ -121,23 +122,29 @@ void test_expire_reclaims_in_order(void**) {
 
 void test_evict_by_count(void**) {
   Store st({3, 1 << 20}, 9);
-  assert_int_equal(int(st.add(b("a"), b("AAAAA"), 10000, 0)), int(AddStatus::ok));
-  assert_int_equal(int(st.add(b("b"), b("BBBBB"), 60000, 0)), int(AddStatus::ok));
+  assert_int_equal(int(st.add(b("a"), b("AAAAA"), 60000, 0)), int(AddStatus::ok));
+  assert_int_equal(int(st.add(b("b"), b("BBBBB"), 10000, 0)), int(AddStatus::ok));
   assert_int_equal(int(st.add(b("c"), b("CCCCC"), 30000, 0)), int(AddStatus::ok));
   assert_int_equal(int(st.add(b("d"), b("DDDDD"), 40000, 0)), int(AddStatus::ok));
-  assert_false(st.have(b("a"), 0));  // nearest to expiry
+  assert_false(st.have(b("a"), 0));  // stored first, though it lives longest
   assert_true(st.have(b("b"), 0));
   assert_true(st.have(b("c"), 0));
   assert_int_equal(int(st.add(b("e"), b("EEEEE"), 50000, 0)), int(AddStatus::ok));
-  assert_false(st.have(b("c"), 0));
-  assert_true(st.have(b("b"), 0) && st.have(b("d"), 0) && st.have(b("e"), 0));
+  assert_false(st.have(b("b"), 0));
+  assert_true(st.have(b("c"), 0) && st.have(b("d"), 0) && st.have(b("e"), 0));
   assert_int_equal(st.sessions(), 3);
   assert_int_equal(st.counters().evictions, 2);
   // An expired session goes first, and counts as an expiration.
-  assert_int_equal(int(st.add(b("f"), b("FFFFF"), 5000, 45000)), int(AddStatus::ok));
-  assert_int_equal(st.counters().expirations, 1);  // d expired at 40000
+  assert_int_equal(int(st.add(b("f"), b("FFFFF"), 5000, 35000)), int(AddStatus::ok));
+  assert_int_equal(st.counters().expirations, 1);  // c expired at 30000
   assert_int_equal(st.counters().evictions, 2);
-  assert_true(st.have(b("b"), 45000) && st.have(b("e"), 45000) && st.have(b("f"), 45000));
+  assert_true(st.have(b("d"), 35000) && st.have(b("e"), 35000) && st.have(b("f"), 35000));
+  // A session removed from the middle leaves the order of the others.
+  assert_true(st.remove(b("e"), 35000));
+  assert_int_equal(int(st.add(b("g"), b("GGGGG"), 5000, 35000)), int(AddStatus::ok));
+  assert_int_equal(int(st.add(b("h"), b("HHHHH"), 5000, 35000)), int(AddStatus::ok));
+  assert_false(st.have(b("d"), 35000));  // the oldest left
+  assert_true(st.have(b("f"), 35000) && st.have(b("g"), 35000) && st.have(b("h"), 35000));
   assert_true(st.check());
 }
 
@@ -152,11 +159,11 @@ void test_evict_by_bytes(void**) {
         int(AddStatus::ok));
   assert_int_equal(st.bytes(), 3 * one);
   assert_int_equal(int(st.add(b("k3"), b(data_of(kData, 3)), 70000, 0)), int(AddStatus::ok));
-  assert_false(st.have(b("k1"), 0));  // 10000: nearest
-  assert_true(st.have(b("k0"), 0) && st.have(b("k2"), 0) && st.have(b("k3"), 0));
+  assert_false(st.have(b("k0"), 0));  // stored first
+  assert_true(st.have(b("k1"), 0) && st.have(b("k2"), 0) && st.have(b("k3"), 0));
   // A bigger session evicts as many as it needs.
   assert_int_equal(int(st.add(b("k4"), b(data_of(2 * kData, 4)), 90000, 0)), int(AddStatus::ok));
-  assert_false(st.have(b("k0"), 0));
+  assert_false(st.have(b("k1"), 0));
   assert_false(st.have(b("k2"), 0));
   assert_true(st.have(b("k3"), 0) && st.have(b("k4"), 0));
   assert_true(st.bytes() <= st.limits().max_bytes);
@@ -166,6 +173,57 @@ void test_evict_by_bytes(void**) {
   assert_int_equal(int(tiny.add(b("y"), b(data_of(2000, 1)), 1000, 0)), int(AddStatus::notok));
   assert_true(tiny.have(b("x"), 0));
   assert_true(st.check() && tiny.check());
+}
+
+// Issue 14: a store of 1,000 filled with 1,000 sessions of 7 days, then 50
+// legitimate 5-minute ones. Evicting nearest-to-expiry dropped 49 of the
+// 50 at once; every one of them must stay, and the long-lived sessions
+// stored first are the ones that go.
+void test_eviction_not_steered_by_lifetime(void**) {
+  const uint32_t kWeek = 7 * 24 * 3600 * 1000u, kFiveMin = 5 * 60 * 1000;
+  Store st({1000, size_t(1) << 30}, 77);
+  int64_t now = 0;
+  for (int i = 0; i < 1000; ++i)
+    assert_int_equal(
+        int(st.add(b("attacker-" + std::to_string(i)), b(data_of(200, 'a')), kWeek, now++)),
+        int(AddStatus::ok));
+  for (int i = 0; i < 50; ++i)
+    assert_int_equal(
+        int(st.add(b("user-" + std::to_string(i)), b(data_of(200, 'u')), kFiveMin, now++)),
+        int(AddStatus::ok));
+  int kept = 0;
+  for (int i = 0; i < 50; ++i) kept += st.have(b("user-" + std::to_string(i)), now);
+  assert_int_equal(kept, 50);
+  for (int i = 0; i < 50; ++i) assert_false(st.have(b("attacker-" + std::to_string(i)), now));
+  assert_true(st.have(b("attacker-50"), now));
+  assert_int_equal(st.counters().evictions, 50);
+  // Each later session still pushes out only the oldest.
+  for (int i = 50; i < 100; ++i)
+    assert_int_equal(
+        int(st.add(b("user-" + std::to_string(i)), b(data_of(200, 'u')), kFiveMin, now++)),
+        int(AddStatus::ok));
+  for (int i = 0; i < 100; ++i) assert_true(st.have(b("user-" + std::to_string(i)), now));
+  assert_true(st.check());
+  // Expiry still reclaims the short-lived ones on time.
+  assert_int_equal(st.expire(now + kFiveMin), 100);
+  assert_int_equal(st.sessions(), 900);
+  assert_true(st.check());
+}
+
+void test_max_lifetime_clamps(void**) {
+  StoreLimits lim;
+  lim.max_sessions = 100;
+  lim.max_bytes = 1 << 20;
+  lim.max_lifetime_ms = 60000;
+  Store st(lim, 3);
+  assert_int_equal(int(st.add(b("long"), b("LLLLL"), 7 * 24 * 3600 * 1000u, 1000)),
+                   int(AddStatus::ok));
+  assert_int_equal(int(st.add(b("short"), b("SSSSS"), 500, 1000)), int(AddStatus::ok));
+  assert_int_equal(st.next_expiry(), 1500);  // shorter than the cap: as asked
+  assert_true(st.have(b("long"), 60999));
+  assert_false(st.have(b("long"), 61000));  // cut to 60 s
+  assert_int_equal(st.counters().expirations, 1);
+  assert_true(st.check());
 }
 
 void test_many_sessions(void**) {
@@ -189,8 +247,9 @@ void test_many_sessions(void**) {
   assert_true(st.check());
 }
 
-// A reference model: a map id -> (expiry, data), evicting the smallest
-// expiry. Expiries are kept unique so the victim is never ambiguous.
+// A reference model: a map id -> (expiry, data, when stored), evicting the
+// smallest expiry when it has passed, else the one stored first. Expiries
+// are kept unique so the victim is never ambiguous.
 void test_randomized_against_model(void**) {
   std::mt19937 rng(12345);
   const size_t kMaxSessions = 200;
@@ -199,7 +258,9 @@ void test_randomized_against_model(void**) {
   struct Entry {
     int64_t expiry;
     std::string data;
+    uint64_t seq;  // order of storing
   };
+  uint64_t seq = 0;
   std::map<std::string, Entry> model;
   std::map<int64_t, int> used_expiry;
   size_t model_bytes = 0;
@@ -229,12 +290,14 @@ void test_randomized_against_model(void**) {
         } else {
           size_t c = Store::cost(id.size(), data.size());
           while (!model.empty() && (model.size() >= kMaxSessions || model_bytes + c > kMaxBytes)) {
-            auto victim = model.begin();
-            for (auto it = model.begin(); it != model.end(); ++it)
-              if (it->second.expiry < victim->second.expiry) victim = it;
-            model_drop(victim);
+            auto nearest = model.begin(), oldest = model.begin();
+            for (auto it = model.begin(); it != model.end(); ++it) {
+              if (it->second.expiry < nearest->second.expiry) nearest = it;
+              if (it->second.seq < oldest->second.seq) oldest = it;
+            }
+            model_drop(nearest->second.expiry <= now ? nearest : oldest);
           }
-          model[id] = {now + timeout, data};
+          model[id] = {now + timeout, data, seq++};
           model_bytes += c;
           used_expiry[now + timeout] = 1;
         }
@@ -290,6 +353,8 @@ int main() {
       cmocka_unit_test(test_expire_reclaims_in_order),
       cmocka_unit_test(test_evict_by_count),
       cmocka_unit_test(test_evict_by_bytes),
+      cmocka_unit_test(test_eviction_not_steered_by_lifetime),
+      cmocka_unit_test(test_max_lifetime_clamps),
       cmocka_unit_test(test_many_sessions),
       cmocka_unit_test(test_randomized_against_model),
   };
