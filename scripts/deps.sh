@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages that distcache needs and that are missing.
-# Usage: scripts/deps.sh [build|test|demo|bench]   (default: build)
+# Usage: scripts/deps.sh [build|test|demo|bench|package]   (default: build)
+# package: what dpkg-buildpackage needs for debian/ (and lintian, groff for
+# the man pages); test includes it (suite package builds the packages).
 # Runs `apt-get update` once, and only when something must be installed.
 set -euo pipefail
 
@@ -8,9 +10,11 @@ want=(g++ meson ninja-build pkg-config libssl-dev libev-dev libcmocka-dev)
 case "${1:-build}" in
   build) ;;
   demo) want+=(openssl nginx) ;;
-  test) want+=(openssl nginx libnginx-mod-stream haproxy apache2 stunnel4 python3 curl clang libclang-rt-14-dev iproute2 procps) ;;
+  test) want+=(openssl nginx libnginx-mod-stream haproxy apache2 stunnel4 python3 curl clang libclang-rt-14-dev iproute2 procps
+               debhelper dpkg-dev build-essential lintian groff-base systemd) ;;
   bench) want+=(openssl nginx redis-server redis-tools procps) ;;
-  *) echo "deps.sh: unknown set '$1' (use build, test, demo or bench)" >&2; exit 2 ;;
+  package) want+=(debhelper dpkg-dev build-essential lintian groff-base systemd) ;;
+  *) echo "deps.sh: unknown set '$1' (use build, test, demo, bench or package)" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -3,7 +3,11 @@
 // silently truncated), "N" or "MIN-MAX" ranges, and the uniform way a bad
 // flag is reported (one clear line, then the usage, exit status 2).
 // Header-only; nothing here touches sockets or the protocol.
+//
+// Including this header also gives a tool its --version (see the end).
 #pragma once
+
+#include <errno.h>  // program_invocation_short_name (_GNU_SOURCE)
 
 #include <cerrno>
 #include <cstdint>
@@ -90,5 +94,23 @@ inline std::string json_escape(std::string_view s) {
   }
   return o;
 }
+
+// --version (or -version) as the first argument: prints "NAME VERSION" (the
+// program's name, the project version from meson) on stdout and exits 0,
+// before main() and its flag parsing run. glibc calls the functions of
+// .init_array with main's argc and argv, so every tool that includes this
+// header gets the flag without a line of its own.
+#ifndef DC_VERSION
+#error "DC_VERSION (the project version) is defined by meson.build"
+#endif
+namespace detail {
+[[gnu::constructor, gnu::used]] static void answer_version_flag(int argc, char** argv, char**) {
+  if (argc < 2 || argv == nullptr || argv[1] == nullptr) return;
+  std::string_view a = argv[1];
+  if (a != "--version" && a != "-version") return;
+  std::printf("%s %s\n", program_invocation_short_name, DC_VERSION);
+  std::exit(std::fflush(stdout) == 0 ? 0 : 1);
+}
+}  // namespace detail
 
 }  // namespace dc::tools

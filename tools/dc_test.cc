@@ -24,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include "cli.h"  // --version
+
 namespace {
 
 constexpr const char* kUsage =

@@ -4,7 +4,7 @@ through distcache with no change to the code.
 
 Run it with the shim preloaded and the agent's socket named:
 
-    LD_PRELOAD=/usr/local/lib/x86_64-linux-gnu/libdistcache_shim.so \\
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/distcache/libdistcache_shim.so \\
     DC_CACHE_ADDR=UNIX:/run/distcache/dc_client.sock \\
         python3 python_server.py --port 8443 --cert site.pem --key site.key
 
