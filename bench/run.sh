@@ -10,7 +10,8 @@
 #       connections, pipeline depth and value size            (redis-benchmark)
 #   (d) resident memory of dc_server holding 1,000,000 256-byte sessions
 #   (e) GET throughput with 1,000,000 sessions stored vs 10,000
-#   (f) TLS: resumed handshakes/s, two nginx through the shim vs one nginx with
+#   (f) TLS: resumed handshakes/s, two nginx through the shim (and two with
+#       shared ticket keys, DC_CACHE_TICKETS=shared) vs one nginx with
 #       its own shared cache, and one nginx through the shim vs that one (the
 #       same topology); cross-instance resumption rate of each (dc_swamp)
 #   (w) the machine: one-byte round trip between two processes on one CPU and
@@ -289,6 +290,8 @@ pid $d/nginx.pid;
 error_log $d/error.log warn;
 env DC_CACHE_ADDR;
 env DC_CACHE_LOG;
+env DC_CACHE_SEAL_KEYS;
+env DC_CACHE_TICKETS;
 events { worker_connections 1024; }
 http {
   access_log off;
@@ -302,7 +305,7 @@ http {
     ssl_certificate $work/cert.pem;
     ssl_certificate_key $work/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_tickets off;
+    ssl_session_tickets ${TICKETS:-off};
     $cache
     location / { return 200 "ok\n"; }
   }
@@ -343,6 +346,13 @@ if want f; then
     start_nginx shim2 "$p2" "" "${shim_env[@]}"; n2=$nginx_pid
     start_nginx own1 "$p3" "ssl_session_cache shared:SSL:10m;"; n3=$nginx_pid
     start_nginx own2 "$p4" "ssl_session_cache shared:SSL:10m;"; n4=$nginx_pid
+    # Shared ticket keys (issue 16): two nginx, tickets on, keys agreed
+    # through the same agent and server; no cache round trip per resumption.
+    (umask 077 && openssl rand -hex 32 >"$work/ticket-keys")
+    p5=$(free_port $((p4 + 1))); p6=$(free_port $((p5 + 1)))
+    shared_env=("${shim_env[@]}" "DC_CACHE_SEAL_KEYS=$work/ticket-keys" "DC_CACHE_TICKETS=shared")
+    TICKETS=on start_nginx shared1 "$p5" "" "${shared_env[@]}"; n5=$nginx_pid
+    TICKETS=on start_nginx shared2 "$p6" "" "${shared_env[@]}"; n6=$nginx_pid
     for v in $TLS_VERSIONS; do
       j=$(swamp "shim-$v" -tls "$v" -resume 1 -connect "127.0.0.1:$p1" -connect "127.0.0.1:$p2")
       best f_shim_$v "$(jnum "$j" resumed_per_sec)"; worst f_shim_rate_$v "$(jnum "$j" resume_accept_rate)"
@@ -354,8 +364,10 @@ if want f; then
       best f_own_$v "$(jnum "$j" resumed_per_sec)"; worst f_own_rate_$v "$(jnum "$j" resume_accept_rate)"
       j=$(swamp "own-cross-$v" -tls "$v" -resume 1 -connect "127.0.0.1:$p3" -connect "127.0.0.1:$p4")
       worst f_owncross_rate_$v "$(jnum "$j" resume_accept_rate)"
+      j=$(swamp "shared-$v" -tls "$v" -resume 1 -connect "127.0.0.1:$p5" -connect "127.0.0.1:$p6")
+      best f_shared_$v "$(jnum "$j" resumed_per_sec)"; worst f_shared_rate_$v "$(jnum "$j" resume_accept_rate)"
     done
-    for p in $n1 $n2 $n3 $n4 $agent_f $srv_f; do stop "$p"; done
+    for p in $n1 $n2 $n3 $n4 $n5 $n6 $agent_f $srv_f; do stop "$p"; done
   fi
 fi
 
@@ -406,6 +418,8 @@ if want f; then
     r=$(ratio "${R[f_shim1_$v]:-}" "${R[f_own_$v]:-}")
     row "(f) TLS $v resumed/s, shim (1 nginx) vs own cache (1 nginx)" "$(num "${R[f_shim1_$v]:-}") vs $(num "${R[f_own_$v]:-}") = ${r}x ($(pct "${R[f_shim1_rate_$v]:-}") resumed)" "-" "-"
     row "(f) TLS $v cross-instance resumption, own caches" "$(pct "${R[f_owncross_rate_$v]:-}") (same instance: $(pct "${R[f_own_rate_$v]:-}"))" "-" "-"
+    r=$(ratio "${R[f_shared_$v]:-}" "${R[f_own_$v]:-}")
+    row "(f) TLS $v resumed/s, shared tickets (2 nginx) vs own cache (1 nginx)" "$(num "${R[f_shared_$v]:-}") vs $(num "${R[f_own_$v]:-}") = ${r}x ($(pct "${R[f_shared_rate_$v]:-}") resumed)" ">= 1.0x" "$(verdict "$r" ">=" 1.0)"
   done
 fi
 

@@ -738,10 +738,12 @@ int ticket_key_cb(SSL* s, unsigned char* name, unsigned char* iv, EVP_CIPHER_CTX
     std::memcpy(name, k.name.data(), tickets::kNameSize);
     if (RAND_bytes(iv, 16) != 1) return -1;
     // The lifetime hint never promises more than the keys keep: a ticket
-    // of epoch e opens until epoch e + 1 ends, at least one epoch.
+    // of epoch e opens until epoch e + 1 ends (one to two epochs from now).
+    int64_t epoch_s = a->tickets->epoch_s(), now = int64_t(time(nullptr));
+    long left = long((tickets::epoch_of(now, epoch_s) + 2) * epoch_s - now);
     if (SSL_SESSION* sess = SSL_get_session(s);
-        sess != nullptr && SSL_SESSION_get_timeout(sess) > long(a->tickets->epoch_s()))
-      SSL_SESSION_set_timeout(sess, long(a->tickets->epoch_s()));
+        sess != nullptr && SSL_SESSION_get_timeout(sess) > left)
+      SSL_SESSION_set_timeout(sess, left);
   } else if (!a->tickets->find(*a, name, k, renew)) {
     return 0;
   }
@@ -756,7 +758,10 @@ int ticket_key_cb(SSL* s, unsigned char* name, unsigned char* iv, EVP_CIPHER_CTX
   if (ok == 1) ok = EVP_MAC_CTX_set_params(h, params);
   OPENSSL_cleanse(&k, sizeof k);
   if (ok != 1) return -1;
-  return enc ? 1 : renew ? 2 : 1;
+  // TLS 1.3 tickets are renewed after every resumption (RFC 8446 advises
+  // using each once; OpenSSL sends no new one unless asked); TLS 1.2 ones
+  // when they are not under the current key.
+  return enc ? 1 : (renew || SSL_version(s) == TLS1_3_VERSION) ? 2 : 1;
 }
 
 // ---- the callbacks installed on attached contexts ----
