@@ -366,6 +366,9 @@ if want f; then
       worst f_owncross_rate_$v "$(jnum "$j" resume_accept_rate)"
       j=$(swamp "shared-$v" -tls "$v" -resume 1 -connect "127.0.0.1:$p5" -connect "127.0.0.1:$p6")
       best f_shared_$v "$(jnum "$j" resumed_per_sec)"; worst f_shared_rate_$v "$(jnum "$j" resume_accept_rate)"
+      # The same topology as the own cache: one nginx resuming its own tickets.
+      j=$(swamp "shared-one-$v" -tls "$v" -resume 1 -connect "127.0.0.1:$p5")
+      best f_shared1_$v "$(jnum "$j" resumed_per_sec)"
     done
     for p in $n1 $n2 $n3 $n4 $n5 $n6 $agent_f $srv_f; do stop "$p"; done
   fi
@@ -420,6 +423,8 @@ if want f; then
     row "(f) TLS $v cross-instance resumption, own caches" "$(pct "${R[f_owncross_rate_$v]:-}") (same instance: $(pct "${R[f_own_rate_$v]:-}"))" "-" "-"
     r=$(ratio "${R[f_shared_$v]:-}" "${R[f_own_$v]:-}")
     row "(f) TLS $v resumed/s, shared tickets (2 nginx) vs own cache (1 nginx)" "$(num "${R[f_shared_$v]:-}") vs $(num "${R[f_own_$v]:-}") = ${r}x ($(pct "${R[f_shared_rate_$v]:-}") resumed)" ">= 1.0x" "$(verdict "$r" ">=" 1.0)"
+    r=$(ratio "${R[f_shared1_$v]:-}" "${R[f_own_$v]:-}")
+    row "(f) TLS $v resumed/s, shared tickets (1 nginx) vs own cache (1 nginx)" "$(num "${R[f_shared1_$v]:-}") vs $(num "${R[f_own_$v]:-}") = ${r}x" "-" "-"
   done
 fi
 
