@@ -6,6 +6,8 @@
 #   (a) dc_server over a UNIX socket, 16 connections, lockstep and depth 16,
 #       90% GET / 10% ADD, 256-byte sessions, 100,000 ids      (dc_bench)
 #   (b) the same through the dc_client agent                    (dc_bench)
+#       and at depth 16 with the agent's upstream on loopback TCP, plain
+#       vs TLS (-tls-*: mutual TLS 1.3)
 #   (c) redis-server (no persistence, UNIX socket), GET and SET at the same
 #       connections, pipeline depth and value size            (redis-benchmark)
 #   (d) resident memory of dc_server holding 1,000,000 256-byte sessions
@@ -23,13 +25,20 @@
 # the same nginx without a cache, and how soon resumption returns); it runs
 # on its own (bench/stall.sh -h).
 #
-# Usage: bench/run.sh [-d SECONDS] [-r ROUNDS] [-o RESULTS_FILE] [-only a,b,c,d,e,f,w] [-lowlat] [-h]
+# Usage: bench/run.sh [-d SECONDS] [-r ROUNDS] [-o RESULTS_FILE] [-only a,b,c,d,e,f,w] [-lowlat]
+#                     [-plot DIR] [-h]
 # -r: run every measurement ROUNDS times (default 1) and keep the best
 # throughput, the worst acceptance rate and the largest RSS of the rounds.
 # -lowlat: hold /dev/cpu_dma_latency at 0 for the run (needs root), so idle
 # CPUs poll instead of halting, as a latency-tuned host does (tuned's
 # latency-performance profile); on a virtual machine, waking a halted vCPU
 # costs tens of microseconds. Both sides of every ratio run under it.
+# -plot DIR: also measure (a), (b) and (c) at depths 4 and 64, and draw the
+# results with gnuplot into DIR (made if missing): throughput.png
+# (operations/s by pipeline depth: dc_server, through the agent, redis),
+# latency.png (p50 and p99 by depth), tls.png (resumed handshakes/s of each
+# TLS setup of (f)), with the data (*.dat) and the results table
+# (results.txt) they came from. E.g. bench/run.sh -d 5 -plot docs/img
 # Environment: CPU_SERVER (default 0) and CPU_CLIENT (default 1) pin the
 # daemons and the load generators with taskset; CPU_AGENT (default: same as
 # CPU_SERVER); REDIS_N_LOCKSTEP / REDIS_N_PIPELINED (requests per redis test,
@@ -37,6 +46,7 @@
 # (default build-bench). Exit status 0 when every measurement ran (targets
 # missed are reported, not failed), 1 when something could not run.
 set -uo pipefail
+started_in=$PWD
 cd "$(dirname "$0")/.."
 root=$PWD
 
@@ -45,6 +55,7 @@ ROUNDS=1
 RESULTS=""
 ONLY="a,b,c,d,e,f,w"
 LOWLAT=0
+PLOT=""
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -53,6 +64,8 @@ while [ $# -gt 0 ]; do
     -o) RESULTS=${2:?-o needs a file}; shift 2 ;;
     -only) ONLY=${2:?-only needs a list}; shift 2 ;;
     -lowlat) LOWLAT=1; shift ;;
+    -plot) PLOT=${2:?-plot needs a directory}; shift 2
+      [[ "$PLOT" = /* ]] || PLOT=$started_in/$PLOT ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench/run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -68,6 +81,10 @@ TLS_VERSIONS=${TLS_VERSIONS:-"1.3 1.2"}
 BUILD=${BUILD_DIR:-build-bench}
 CONNS=16
 DEPTH=16
+# Pipeline depths of (a), (b), (c): lockstep and $DEPTH for the table, more
+# for the throughput-by-depth picture.
+DEPTHS="1 $DEPTH"
+[ -n "$PLOT" ] && DEPTHS="1 4 $DEPTH 64"
 KEYS=100000
 SIZE=256
 
@@ -76,6 +93,10 @@ die() { log "$*"; exit 1; }
 
 # ---- dependencies and build ----
 scripts/deps.sh bench || die "scripts/deps.sh bench failed"
+if [ -n "$PLOT" ]; then
+  command -v gnuplot >/dev/null || die "-plot needs gnuplot (Debian: gnuplot-nox; scripts/deps.sh bench)"
+  mkdir -p "$PLOT" || die "-plot: cannot make $PLOT"
+fi
 if [ -d "$BUILD" ]; then
   meson setup --reconfigure "$BUILD" --buildtype=release -Dtests=false >/dev/null || die "meson setup failed"
 else
@@ -202,33 +223,81 @@ if [ $have_server -eq 1 ] && { want a || want b; }; then
   srv_a=$server_pid
   if want a; then
     j=$(dcb a_prefill -connect "UNIX:$work/srv_a.sock" -conns $CONNS -datasize $SIZE -keys $KEYS -prefill -ops 0 -depth 64)
-    t0=$(cpu_ticks "$srv_a")
-    j=$(dcb a_lockstep -connect "UNIX:$work/srv_a.sock" "${common[@]}" -depth 1)
-    best a1 "$(jnum "$j" ops_per_sec)"; last a1_p99 "$(jnum "$j" p99)"
-    last a1_cpu_srv "$(us_per_op "$t0" "$(cpu_ticks "$srv_a")" "$(jnum "$j" ops)")"
-    t0=$(cpu_ticks "$srv_a")
-    j=$(dcb a_pipelined -connect "UNIX:$work/srv_a.sock" "${common[@]}" -depth $DEPTH)
-    best a16 "$(jnum "$j" ops_per_sec)"; last a16_p99 "$(jnum "$j" p99)"
-    last a16_cpu_srv "$(us_per_op "$t0" "$(cpu_ticks "$srv_a")" "$(jnum "$j" ops)")"
+    for d in $DEPTHS; do
+      t0=$(cpu_ticks "$srv_a")
+      j=$(dcb a_depth$d -connect "UNIX:$work/srv_a.sock" "${common[@]}" -depth "$d")
+      best a$d "$(jnum "$j" ops_per_sec)"
+      last a${d}_p50 "$(jnum "$j" p50)"; last a${d}_p99 "$(jnum "$j" p99)"
+      last a${d}_cpu_srv "$(us_per_op "$t0" "$(cpu_ticks "$srv_a")" "$(jnum "$j" ops)")"
+    done
   fi
   if want b; then
     if [ $have_agent -eq 1 ]; then
       start "$CPU_AGENT" agent_b "$AGENT" -listen "UNIX:$work/agent_b.sock" -server "UNIX:$work/srv_a.sock"
       agent_b=$last_pid
       wait_sock "$work/agent_b.sock"
-      j=$(dcb b_lockstep -connect "UNIX:$work/agent_b.sock" "${common[@]}" -depth 1 -prefill)
-      best b1 "$(jnum "$j" ops_per_sec)"; last b1_p99 "$(jnum "$j" p99)"
-      t0=$(cpu_ticks "$srv_a"); u0=$(cpu_ticks "$agent_b")
-      j=$(dcb b_pipelined -connect "UNIX:$work/agent_b.sock" "${common[@]}" -depth $DEPTH)
-      best b16 "$(jnum "$j" ops_per_sec)"; last b16_p99 "$(jnum "$j" p99)"
-      last b16_cpu_srv "$(us_per_op "$t0" "$(cpu_ticks "$srv_a")" "$(jnum "$j" ops)")"
-      last b16_cpu_agent "$(us_per_op "$u0" "$(cpu_ticks "$agent_b")" "$(jnum "$j" ops)")"
+      prefill=(-prefill)
+      for d in $DEPTHS; do
+        t0=$(cpu_ticks "$srv_a"); u0=$(cpu_ticks "$agent_b")
+        j=$(dcb b_depth$d -connect "UNIX:$work/agent_b.sock" "${common[@]}" -depth "$d" "${prefill[@]}")
+        prefill=()
+        best b$d "$(jnum "$j" ops_per_sec)"
+        last b${d}_p50 "$(jnum "$j" p50)"; last b${d}_p99 "$(jnum "$j" p99)"
+        last b${d}_cpu_srv "$(us_per_op "$t0" "$(cpu_ticks "$srv_a")" "$(jnum "$j" ops)")"
+        last b${d}_cpu_agent "$(us_per_op "$u0" "$(cpu_ticks "$agent_b")" "$(jnum "$j" ops)")"
+      done
       stop "$agent_b"
     else
       log "no dc_client in $BUILD: (b) skipped"; failed=1
     fi
   fi
   stop "$srv_a"
+fi
+
+# ---- (b) at depth 16 with the agent's upstream over TCP, plain vs TLS ----
+# Two fresh servers on loopback TCP (-tls-* apply to every IP listener),
+# each filled through its agent, then the same run as (b) depth 16.
+if [ $have_server -eq 1 ] && [ $have_agent -eq 1 ] && want b; then
+  if [ ! -f "$work/pki/server.pem" ]; then
+    mkdir -p "$work/pki"
+    (
+      cd "$work/pki" || exit 1
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=ca \
+        -keyout ca.key -out ca.pem &&
+        printf 'subjectAltName=IP:127.0.0.1\n' >san.ext &&
+        for n in server agent; do
+          openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$n" \
+            -keyout $n.key -out $n.csr &&
+            openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+              -extfile san.ext -out $n.pem || exit 1
+        done
+    ) >/dev/null 2>&1 || die "cannot make the certificates for (b) with TLS"
+  fi
+  for mode in tcp tls; do
+    sflags=() aflags=()
+    if [ $mode = tls ]; then
+      sflags=(-tls-cert "$work/pki/server.pem" -tls-key "$work/pki/server.key" -tls-ca "$work/pki/ca.pem")
+      aflags=(-tls-cert "$work/pki/agent.pem" -tls-key "$work/pki/agent.key" -tls-ca "$work/pki/ca.pem")
+    fi
+    port=$(free_port 19100)
+    start "$CPU_SERVER" "srv_b$mode" "$SERVER" -sessions 1000000 -listen "IP:127.0.0.1:$port" "${sflags[@]}"
+    srv_b=$last_pid
+    wait_port "$port"
+    rm -f "$work/agent_b$mode.sock"
+    start "$CPU_AGENT" "agent_b$mode" "$AGENT" -listen "UNIX:$work/agent_b$mode.sock" \
+      -server "IP:127.0.0.1:$port" -retry 100 "${aflags[@]}"
+    agent_bt=$last_pid
+    wait_sock "$work/agent_b$mode.sock"
+    sleep 1  # the agent's upstream (and handshake): requests before it are answered DISCONNECTED
+    dcb "b${mode}_prefill" -connect "UNIX:$work/agent_b$mode.sock" -conns $CONNS -datasize $SIZE \
+      -keys $KEYS -prefill -ops 0 -depth 64 >/dev/null
+    t0=$(cpu_ticks "$srv_b"); u0=$(cpu_ticks "$agent_bt")
+    j=$(dcb "b${mode}_pipelined" -connect "UNIX:$work/agent_b$mode.sock" "${common[@]}" -depth $DEPTH)
+    best "b16_$mode" "$(jnum "$j" ops_per_sec)"; last "b16_${mode}_hits" "$(jnum "$j" hits)"
+    last "b16_${mode}_cpu" "$(us_per_op "$u0" "$(cpu_ticks "$agent_bt")" "$(jnum "$j" ops)") + $(us_per_op "$t0" "$(cpu_ticks "$srv_b")" "$(jnum "$j" ops)")"
+    stop "$agent_bt"
+    stop "$srv_b"
+  done
 fi
 
 # ---- (c) redis-server ----
@@ -239,7 +308,7 @@ if want c; then
       --save "" --appendonly no --daemonize no
     redis_pid=$last_pid
     wait_sock "$work/redis.sock"
-    for p in 1 $DEPTH; do
+    for p in $DEPTHS; do
       n=$REDIS_N_LOCKSTEP; [ "$p" -gt 1 ] && n=$REDIS_N_PIPELINED
       log "redis-benchmark -c $CONNS -P $p -d $SIZE -r $KEYS -n $n -t set,get"
       out=$(taskset -c "$CPU_CLIENT" redis-benchmark -s "$work/redis.sock" -c $CONNS -P "$p" \
@@ -247,6 +316,9 @@ if want c; then
       echo "$out" >>"$work/redis.csv"
       best c${p}_set "$(awk -F'"' '$2 == "SET" { print $4 }' <<<"$out")"
       best c${p}_get "$(awk -F'"' '$2 == "GET" { print $4 }' <<<"$out")"
+      # Its CSV: test, rps, avg, min, p50, p95, p99, max (ms).
+      last c${p}_p50 "$(awk -F'"' '$2 == "GET" && $10 != "" { print $10 * 1000 }' <<<"$out")"
+      last c${p}_p99 "$(awk -F'"' '$2 == "GET" && $14 != "" { print $14 * 1000 }' <<<"$out")"
     done
     stop "$redis_pid"
   else
@@ -402,6 +474,8 @@ if want b; then
   r=$(ratio "${R[b1]:-}" "${R[a1]:-}"); row "(b) agent lockstep vs (a)" "$(num "${R[b1]:-}") ops/s = ${r}x" ">= 0.75x" "$(verdict "$r" ">=" 0.75)"
   r=$(ratio "${R[b16]:-}" "${R[a16]:-}"); row "(b) agent depth $DEPTH vs (a)" "$(num "${R[b16]:-}") ops/s = ${r}x" ">= 0.75x" "$(verdict "$r" ">=" 0.75)"
   row "(b) CPU us/request at depth $DEPTH: (a) server; (b) agent + server" "${R[a16_cpu_srv]:-n/a}; ${R[b16_cpu_agent]:-n/a} + ${R[b16_cpu_srv]:-n/a}" "-" "-"
+  r=$(ratio "${R[b16_tls]:-}" "${R[b16_tcp]:-}"); row "(b) agent depth $DEPTH, upstream TLS vs TCP" "$(num "${R[b16_tls]:-}") vs $(num "${R[b16_tcp]:-}") ops/s = ${r}x" ">= 0.9x" "$(verdict "$r" ">=" 0.9)"
+  row "(b) CPU us/request, agent + server: TCP; TLS" "${R[b16_tcp_cpu]:-n/a}; ${R[b16_tls_cpu]:-n/a}" "-" "-"
 fi
 if want d; then
   row "(d) dc_server RSS, ${R[d_added]:-?} sessions of $SIZE B" "${R[d]:-n/a} MB (empty: ${R[d_empty]:-n/a} MB)" "< 400 MB" "$(verdict "${R[d]:-}" "<" 400)"
@@ -439,8 +513,98 @@ fi
     IFS='|' read -r a b c d <<<"$r"
     printf '%-62s | %-46s | %-9s | %s\n' "$a" "$b" "$c" "$d"
   done
-} | tee ${RESULTS:+"$RESULTS"}
+} | tee "$work/table.txt" ${RESULTS:+"$RESULTS"}
 if [ -n "$RESULTS" ]; then
   { echo; echo "raw JSON lines:"; cat "$work/raw.jsonl" 2>/dev/null; echo "redis-benchmark CSV:"; cat "$work/redis.csv" 2>/dev/null; } >>"$RESULTS"
+fi
+
+# ---- -plot: the pictures, and the data they are drawn from ----
+# A missing measurement is "?" in the data (gnuplot leaves it out).
+val() { [ -n "${R[$1]:-}" ] && [ "${R[$1]}" != "n/a" ] && echo "${R[$1]}" || echo "?"; }
+plot() {
+  local dir=$1 host
+  host="$(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo | tr -s ' ')), ${DUR} s per run"
+  {
+    echo "# depth  dc_server  through_dc_client  redis_GET  redis_SET   (operations/s, $CONNS connections)"
+    for d in $DEPTHS; do
+      echo "$d $(val a$d) $(val b$d) $(val c${d}_get) $(val c${d}_set)"
+    done
+  } >"$dir/throughput.dat"
+  {
+    echo "# depth  dc_server_p50 dc_server_p99  dc_client_p50 dc_client_p99  redis_GET_p50 redis_GET_p99   (us)"
+    for d in $DEPTHS; do
+      echo "$d $(val a${d}_p50) $(val a${d}_p99) $(val b${d}_p50) $(val b${d}_p99) $(val c${d}_p50) $(val c${d}_p99)"
+    done
+  } >"$dir/latency.dat"
+  {
+    printf 'setup'
+    for v in $TLS_VERSIONS; do printf ' "TLS %s"' "$v"; done
+    echo
+    for s in "shim, 2 nginx:f_shim" "shim, 1 nginx:f_shim1" "own cache, 1 nginx:f_own" \
+             "shared tickets, 2 nginx:f_shared" "shared tickets, 1 nginx:f_shared1"; do
+      printf '"%s"' "${s%%:*}"
+      for v in $TLS_VERSIONS; do printf ' %s' "$(val "${s##*:}_$v")"; done
+      echo
+    done
+  } >"$dir/tls.dat"
+  local ncol tls_cols="" xtics=""
+  ncol=$(($(wc -w <<<"$TLS_VERSIONS") + 1))
+  for i in $(seq 2 "$ncol"); do tls_cols+="${tls_cols:+, ''} using $i:xtic(1) title columnhead($i)"; done
+  for d in $DEPTHS; do xtics+="${xtics:+, }\"$d\" $d"; done
+  gnuplot <<EOF 2>"$work/gnuplot.err" || { log "gnuplot failed: $(head -3 "$work/gnuplot.err")"; return 1; }
+set terminal pngcairo size 900,560 font "DejaVu Sans,11" noenhanced
+set datafile missing "?"
+set key top left
+set grid ytics
+set logscale x 2
+set xrange [0.8:80]
+set xtics ($xtics)
+set xlabel "requests in flight per connection (pipeline depth), $CONNS connections"
+
+set output "$dir/throughput.png"
+set title "Cache operations per second by depth (90% GET, 10% ADD or SET, $SIZE-byte sessions)\n$host"
+set ylabel "operations/s"
+set format y "%.1s%c"
+set yrange [0:*]
+plot "$dir/throughput.dat" using 1:2 with linespoints lw 2 pt 7 title "dc_server", \
+     "" using 1:3 with linespoints lw 2 pt 5 title "through dc_client (agent)", \
+     "" using 1:4 with linespoints lw 2 pt 9 title "redis-server GET", \
+     "" using 1:5 with linespoints lw 1 dt 2 pt 9 title "redis-server SET"
+
+set output "$dir/latency.png"
+set title "Latency by depth (dc_bench; redis-benchmark for redis)\n$host"
+set ylabel "microseconds"
+set logscale y 10
+set yrange [*:*]
+set format y "%g"
+set key bottom right
+plot "$dir/latency.dat" using 1:2 with linespoints lw 2 pt 7 lc 1 title "dc_server p50", \
+     "" using 1:3 with linespoints lw 1 dt 2 pt 7 lc 1 title "dc_server p99", \
+     "" using 1:4 with linespoints lw 2 pt 5 lc 2 title "through dc_client p50", \
+     "" using 1:5 with linespoints lw 1 dt 2 pt 5 lc 2 title "through dc_client p99", \
+     "" using 1:6 with linespoints lw 2 pt 9 lc 3 title "redis GET p50", \
+     "" using 1:7 with linespoints lw 1 dt 2 pt 9 lc 3 title "redis GET p99"
+
+set output "$dir/tls.png"
+unset logscale
+unset xlabel
+set xrange [-0.6:4.6]
+set xtics auto font ",9"
+set title "Resumed TLS handshakes per second by setup (nginx, dc_swamp)\n$host"
+set ylabel "resumed handshakes/s"
+set format y "%.0s%c"
+set yrange [0:*]
+set key top right
+set style data histogram
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set boxwidth 0.9
+plot "$dir/tls.dat" $tls_cols
+EOF
+  cp "$work/table.txt" "$dir/results.txt"
+  log "pictures: $dir/throughput.png, $dir/latency.png, $dir/tls.png (data: *.dat, results.txt)"
+}
+if [ -n "$PLOT" ]; then
+  plot "$PLOT" || failed=1
 fi
 exit $failed

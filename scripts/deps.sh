@@ -2,7 +2,8 @@
 # Installs the Debian 12 packages that distcache needs and that are missing.
 # Usage: scripts/deps.sh [build|test|demo|bench|package]   (default: build)
 # package: what dpkg-buildpackage needs for debian/ (and lintian, groff for
-# the man pages); test includes it (suite package builds the packages).
+# the man pages); test includes it (suite package builds the packages), and
+# prometheus for promtool (the -metrics tests); bench has gnuplot for -plot.
 # Runs `apt-get update` once, and only when something must be installed.
 set -euo pipefail
 
@@ -11,8 +12,8 @@ case "${1:-build}" in
   build) ;;
   demo) want+=(openssl nginx) ;;
   test) want+=(openssl nginx libnginx-mod-stream haproxy apache2 stunnel4 python3 curl clang libclang-rt-14-dev iproute2 procps
-               debhelper dpkg-dev build-essential lintian groff-base systemd) ;;
-  bench) want+=(openssl nginx redis-server redis-tools procps) ;;
+               debhelper dpkg-dev build-essential lintian groff-base systemd prometheus) ;;
+  bench) want+=(openssl nginx redis-server redis-tools procps gnuplot-nox) ;;
   package) want+=(debhelper dpkg-dev build-essential lintian groff-base systemd) ;;
   *) echo "deps.sh: unknown set '$1' (use build, test, demo, bench or package)" >&2; exit 2 ;;
 esac

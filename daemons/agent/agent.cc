@@ -91,6 +91,10 @@ void Agent::UpstreamHandler::on_close(ev::Connection& c, ev::CloseReason why) {
   a_.on_upstream_close(c, why);
 }
 
+void Agent::UpstreamHandler::on_established(ev::Connection&) {
+  a_.on_upstream_ready();
+}
+
 Agent::Agent(ev::Loop& loop, AgentConfig cfg)
     : loop_(loop),
       cfg_(std::move(cfg)),
@@ -109,7 +113,8 @@ Agent::Agent(ev::Loop& loop, AgentConfig cfg)
       retry_(loop, [this] { connect_now(); }),
       deadline_(loop, [this] { on_deadline(); }),
       idle_(loop, [this] { sweep_idle(); }),
-      late_report_(loop, [this] { report_late(); }) {
+      late_report_(loop, [this] { report_late(); }),
+      handshake_deadline_(loop, [this] { on_handshake_deadline(); }) {
   if (cfg_.idle_ms > 0) {
     // Checked a few times per period: a client goes between idle and 1.25 idle.
     int64_t every = std::max<int64_t>(cfg_.idle_ms / 4, 5);
@@ -182,18 +187,18 @@ void Agent::on_request(Local& l, const proto::Message& m) {
       return;
     }
   }
-  if (!upstream_up() || pending_.size() >= cfg_.max_pending ||
-      up_->pending_output() >= kUpstreamOutMax) {
-    answer_local(l, m.uid, m.op);
-    return;
-  }
+  if (!upstream_up()) return answer_local(l, m.uid, m.op, Disconnected::no_upstream);
+  if (pending_.size() >= cfg_.max_pending)
+    return answer_local(l, m.uid, m.op, Disconnected::maxpending);
+  if (up_->pending_output() >= kUpstreamOutMax)
+    return answer_local(l, m.uid, m.op, Disconnected::backlog);
   proto::Message fwd = m;
   fwd.proto_level = proto::kProtoLevel;  // we are the sender now
   fwd.uid = next_uid_++;
   // The payload came through the decoder, so it always fits.
   up_->send(fwd);
   ++stats_.forwarded;
-  pending_.push_back({l.id, fwd.uid, m.op, now});
+  pending_.push_back({l.id, fwd.uid, m.op, loop_.now_us()});
   l.slots.push_back({m.uid, m.op, true});
   if (m.op == proto::Op::get) ++l.gets_in_flight;
   // With every other entry abandoned the timer waits for the stall bound;
@@ -222,8 +227,8 @@ void Agent::hold_if_full(Local& l) {
   }
 }
 
-void Agent::answer_local(Local& l, uint32_t uid, proto::Op op) {
-  ++stats_.disconnected;
+void Agent::answer_local(Local& l, uint32_t uid, proto::Op op, Disconnected why) {
+  ++stats_.disconnected[size_t(why)];
   if (!l.slots.empty()) {
     l.slots.push_back({uid, op, false});  // after the answers it still waits for
     hold_if_full(l);
@@ -235,6 +240,18 @@ void Agent::answer_local(Local& l, uint32_t uid, proto::Op op) {
   r.op = op;
   r.payload = proto::Bytes(&kDisconnected, 1);
   l.conn.send(r);
+  count_response(op, r.payload);
+}
+
+void Agent::count_response(proto::Op op, proto::Bytes payload) {
+  size_t result;
+  if (payload.size() == 1 && payload[0] == kDisconnected)
+    result = 2;
+  else if (op == proto::Op::get)
+    result = proto::classify_get(payload) == proto::GetAnswer::data ? 0 : 1;
+  else
+    result = payload.size() == 1 && payload[0] == uint8_t(proto::Status::ok) ? 0 : 1;
+  ++stats_.responses[size_t(op) & 3][result];
 }
 
 void Agent::drain_local(Local& l) {
@@ -245,6 +262,7 @@ void Agent::drain_local(Local& l) {
     r.uid = l.slots.front().uid;
     r.op = l.slots.front().op;
     l.conn.send(r);
+    count_response(r.op, r.payload);
     l.slots.pop_front();
   }
 }
@@ -270,6 +288,7 @@ void Agent::deliver(const Pending& p, proto::Bytes payload) {
   l.slots.pop_front();
   if (p.op == proto::Op::get) --l.gets_in_flight;
   l.conn.send(r);
+  count_response(p.op, payload);
   after_answer(l);
 }
 
@@ -289,8 +308,7 @@ Agent::Pending Agent::take_front() {
 void Agent::expire(Pending& p) {
   p.abandoned = true;
   ++abandoned_;
-  ++stats_.expired;
-  ++stats_.disconnected;
+  ++stats_.disconnected[size_t(Disconnected::deadline)];
   auto it = locals_.find(p.client);
   if (it == locals_.end() || it->second->conn.closed()) return;  // nobody to tell
   Local& l = *it->second;
@@ -309,7 +327,7 @@ void Agent::expire(Pending& p) {
 
 void Agent::on_late(const Pending& p) {
   int64_t now = loop_.now_ms();
-  int64_t took = now - p.sent_ms;
+  int64_t took = now - p.sent_ms();
   ++stats_.late;
   stats_.late_max_ms = std::max(stats_.late_max_ms, took);
   ++late_unreported_;
@@ -354,11 +372,12 @@ void Agent::on_answer(ev::Connection& c, const proto::Message& m) {
   for (; idx > 0; --idx) {
     Pending p = take_front();
     if (p.abandoned) continue;
-    ++stats_.disconnected;
+    ++stats_.disconnected[size_t(Disconnected::skipped)];
     deliver(p, proto::Bytes(&kDisconnected, 1));
   }
   reported_down_ = reported_up_ = false;  // it works: the next loss is news
   Pending p = take_front();
+  stats_.upstream_rtt.observe(loop_.now_us() - p.sent_us);
   if (p.abandoned) {
     on_late(p);  // its client was answered at the deadline
     return;
@@ -370,7 +389,33 @@ void Agent::on_answer(ev::Connection& c, const proto::Message& m) {
 void Agent::on_upstream_close(ev::Connection& c, ev::CloseReason why) {
   if (&c != up_.get()) return;  // not ours any more (cannot happen: kept for safety)
   std::unique_ptr<ev::Connection> gone = std::move(up_);  // freed on return
-  lost(ev::to_string(why));
+  handshake_deadline_.stop();
+  std::string what = ev::to_string(why);
+  if (!c.transport_error().empty()) what += ": " + c.transport_error();
+  // A certificate refused by either side shows here (TLS 1.3: the server's
+  // refusal of ours comes as an alert just after our side finished).
+  if (cfg_.tls && (why == ev::CloseReason::tls || !c.transport_error().empty()))
+    what += "; check -tls-cert, -tls-key, -tls-ca and -tls-name against the server's";
+  lost(what);
+}
+
+void Agent::on_upstream_ready() {
+  handshake_deadline_.stop();
+  ++stats_.connects;
+  // Logged once per outage: a stalled server accepts connections that
+  // then fail again, and that must not fill the log.
+  if (reported_down_ && !reported_up_) {
+    std::fprintf(stderr, "dc_client: connected to the server %s%s\n",
+                 cfg_.server.to_string().c_str(), cfg_.tls ? " (TLS)" : "");
+    reported_up_ = true;
+  }
+}
+
+void Agent::on_handshake_deadline() {
+  if (!up_ || up_->established()) return;
+  // Destroyed here, not from its own callback: no close notice follows.
+  up_.reset();
+  lost("the TLS handshake did not finish within " + std::to_string(cfg_.stall_ms()) + " ms");
 }
 
 void Agent::fail_pending() {
@@ -380,7 +425,7 @@ void Agent::fail_pending() {
   deadline_.stop();
   for (const Pending& p : q) {
     if (p.abandoned) continue;  // answered at its deadline
-    ++stats_.disconnected;
+    ++stats_.disconnected[size_t(Disconnected::lost)];
     deliver(p, proto::Bytes(&kDisconnected, 1));
   }
 }
@@ -433,15 +478,24 @@ void Agent::connect_now() {
         ev::ConnectionOptions opt;
         opt.backpressure = false;  // always read answers: see kUpstreamOutMax
         opt.flush_last = true;
-        up_ = std::make_unique<ev::Connection>(loop_, std::move(fd), up_handler_, opt);
-        ++stats_.connects;
-        // Logged once per outage: a stalled server accepts connections that
-        // then fail again, and that must not fill the log.
-        if (reported_down_ && !reported_up_) {
-          std::fprintf(stderr, "dc_client: connected to the server %s\n",
-                       cfg_.server.to_string().c_str());
-          reported_up_ = true;
+        std::unique_ptr<ev::Transport> t;
+        if (cfg_.tls) {
+          std::string why;
+          t = cfg_.tls->wrap(fd.get(), why);
+          if (!t) {
+            lost(why);
+            return;
+          }
         }
+        up_ =
+            std::make_unique<ev::Connection>(loop_, std::move(fd), up_handler_, opt, std::move(t));
+        if (!cfg_.tls) {
+          on_upstream_ready();
+          return;
+        }
+        // The handshake gets what is left of the connect deadline.
+        int64_t left = last_attempt_ms_ + cfg_.stall_ms() - loop_.now_ms();
+        handshake_deadline_.start(std::max<int64_t>(left, 1));
       });
 }
 
@@ -486,16 +540,16 @@ void Agent::arm_deadline() {
   }
   // The earlier of the oldest waiting request's deadline and the stall bound
   // of the oldest entry.
-  int64_t due = pending_.front().sent_ms + cfg_.stall_ms();
+  int64_t due = pending_.front().sent_ms() + cfg_.stall_ms();
   if (abandoned_ < pending_.size())
-    due = std::min(due, pending_[abandoned_].sent_ms + cfg_.timeout_ms);
+    due = std::min(due, pending_[abandoned_].sent_ms() + cfg_.timeout_ms);
   deadline_.start(std::max<int64_t>(due - loop_.now_ms(), 1));
 }
 
 void Agent::on_deadline() {
   if (pending_.empty()) return;
   int64_t now = loop_.now_ms();
-  if (now - pending_.front().sent_ms >= cfg_.stall_ms()) {
+  if (now - pending_.front().sent_ms() >= cfg_.stall_ms()) {
     // Nothing for that long, not even late: the server is stalled (or the
     // network drops everything). Recycle. The connection is destroyed here
     // (not from its own callback), so no close notice follows.
@@ -506,7 +560,7 @@ void Agent::on_deadline() {
     lost(why);
     return;
   }
-  while (abandoned_ < pending_.size() && now - pending_[abandoned_].sent_ms >= cfg_.timeout_ms)
+  while (abandoned_ < pending_.size() && now - pending_[abandoned_].sent_ms() >= cfg_.timeout_ms)
     expire(pending_[abandoned_]);
   arm_deadline();
 }
@@ -520,25 +574,118 @@ void Agent::sweep_idle() {
   }
 }
 
-std::string Agent::stats_line() {
+std::vector<ev::Stat> Agent::stats_table() {
+  using ev::StatKind;
   const AgentStats& s = stats_;
-  const ev::LimitCounters& lc = loop_.limit_counters();
-  char buf[1536];
-  std::snprintf(
-      buf, sizeof buf,
-      "uptime_ms=%" PRId64 " upstream=%s clients=%zu pending=%zu accepted=%" PRIu64
-      " requests=%" PRIu64 " forwarded=%" PRIu64 " answered=%" PRIu64 " disconnected=%" PRIu64
-      " dropped=%" PRIu64 " unmatched=%" PRIu64 " resolves=%" PRIu64 " connects=%" PRIu64
-      " losses=%" PRIu64 " expired=%" PRIu64 " late=%" PRIu64 " late_max_ms=%" PRId64
-      " deadlines=%" PRIu64 " client_errors=%" PRIu64 " overflows=%" PRIu64 " idle_drops=%" PRIu64
-      " half_closed=%" PRIu64 " buffered=%zu refused=%" PRIu64 " displaced=%" PRIu64
-      " frame_timeouts=%" PRIu64 " memory_closes=%" PRIu64,
-      loop_.now_ms() - started_ms_, upstream_up() ? "up" : "down", locals_.size(), pending_.size(),
-      s.accepted, s.requests, s.forwarded, s.answered, s.disconnected, s.dropped, s.unmatched,
-      s.resolves, s.connects, s.losses, s.expired, s.late, s.late_max_ms, s.deadlines,
-      s.client_errors, s.overflows, s.idle_drops, s.half_closed, loop_.buffered(), lc.refused,
-      lc.displaced, lc.frame_timeouts, lc.memory_closes);
-  return buf;
+  auto i = [](auto v) { return int64_t(v); };
+  std::vector<ev::Stat> t = {
+      {"uptime_ms", "uptime_seconds", "", StatKind::gauge, "Seconds since dc_client started.",
+       loop_.now_ms() - started_ms_, 1e-3},
+      {"upstream_up", "upstream_up", "", StatKind::gauge,
+       "1 while the connection to dc_server is up (with TLS: its handshake done), else 0.",
+       upstream_up() ? 1 : 0},
+      {"upstream_backoff", "upstream_backoff", "", StatKind::gauge,
+       "1 while there is no connection to dc_server and none is being made: waiting out -retry "
+       "(or a name lookup) before the next attempt; requests are answered DISCONNECTED.",
+       !up_ && !connector_.busy() ? 1 : 0},
+      {"clients", "clients", "", StatKind::gauge, "Local client connections open.",
+       i(locals_.size())},
+      {"pending", "pending_requests", "", StatKind::gauge,
+       "Requests forwarded to dc_server and not answered yet (abandoned ones included).",
+       i(pending_.size())},
+      {"accepted", "clients_accepted_total", "", StatKind::counter,
+       "Local client connections accepted (including those then refused at -maxconns).",
+       i(s.accepted)},
+  };
+  t.push_back({"requests", "requests_total", "", StatKind::counter,
+               "Requests from local clients (by operation and result: responses_total).",
+               i(s.requests)});
+  // Keys as dc_server's: hits/misses for GET, remove_hits, ..., add_ok.
+  static const char* const kResponseRows[4][3][2] = {
+      {{"add_ok", R"(op="add",result="ok")"},
+       {"add_notok", R"(op="add",result="notok")"},
+       {"add_disconnected", R"(op="add",result="disconnected")"}},
+      {{"hits", R"(op="get",result="hit")"},
+       {"misses", R"(op="get",result="miss")"},
+       {"get_disconnected", R"(op="get",result="disconnected")"}},
+      {{"remove_hits", R"(op="remove",result="hit")"},
+       {"remove_misses", R"(op="remove",result="miss")"},
+       {"remove_disconnected", R"(op="remove",result="disconnected")"}},
+      {{"have_hits", R"(op="have",result="hit")"},
+       {"have_misses", R"(op="have",result="miss")"},
+       {"have_disconnected", R"(op="have",result="disconnected")"}},
+  };
+  for (size_t op = 0; op < 4; ++op)
+    for (size_t r = 0; r < 3; ++r)
+      t.push_back(
+          {kResponseRows[op][r][0], "responses_total", kResponseRows[op][r][1], StatKind::counter,
+           op == 0 && r == 0 ? "Answers sent to local clients, by operation and result: hit/miss "
+                               "(ok/notok for ADD) as dc_server answered, or disconnected when the "
+                               "agent answered DISCONNECTED itself."
+                             : nullptr,
+           i(s.responses[op][r])});
+  t.push_back({"forwarded", "forwarded_total", "", StatKind::counter, "Requests sent to dc_server.",
+               i(s.forwarded)});
+  t.push_back({"answered", "answered_total", "", StatKind::counter,
+               "Answers from dc_server delivered to a local client in time.", i(s.answered)});
+  static const char* const kWhy[kDisconnectedReasons][2] = {
+      {"disconnected_no_upstream", R"(reason="no_upstream")"},
+      {"disconnected_maxpending", R"(reason="maxpending")"},
+      {"disconnected_backlog", R"(reason="backlog")"},
+      {"disconnected_deadline", R"(reason="deadline")"},
+      {"disconnected_skipped", R"(reason="skipped")"},
+      {"disconnected_lost", R"(reason="lost")"},
+  };
+  for (size_t k = 0; k < kDisconnectedReasons; ++k)
+    t.push_back({kWhy[k][0], "disconnected_total", kWhy[k][1], StatKind::counter,
+                 k == 0 ? "Requests the agent answered DISCONNECTED itself, by reason: "
+                          "no_upstream (no connection to dc_server), maxpending (-maxpending "
+                          "requests waiting), backlog (too much queued for dc_server), deadline "
+                          "(no answer within -timeout), skipped (dc_server answered a later "
+                          "request first), lost (the connection went with it pending)."
+                        : nullptr,
+                 i(s.disconnected[k])});
+  t.push_back({"dropped", "dropped_total", "", StatKind::counter,
+               "Answers for local clients that had gone.", i(s.dropped)});
+  t.push_back({"unmatched", "unmatched_total", "", StatKind::counter,
+               "Answers from dc_server that matched no request.", i(s.unmatched)});
+  t.push_back({"late", "late_total", "", StatKind::counter,
+               "Answers from dc_server that came after -timeout (dropped: the client was "
+               "answered DISCONNECTED).",
+               i(s.late)});
+  t.push_back({"late_max_ms", "late_max_seconds", "", StatKind::gauge,
+               "How long the slowest late answer took.", s.late_max_ms, 1e-3});
+  t.push_back({"upstream_rtt", "upstream_rtt_seconds", "", StatKind::histogram,
+               "Round trips to dc_server: from forwarding a request to its answer (late ones "
+               "too), on the event loop's clock.",
+               0, 1, &s.upstream_rtt});
+  t.push_back({"resolves", "resolves_total", "", StatKind::counter,
+               "Lookups of the server's name, done off the event loop.", i(s.resolves)});
+  t.push_back({"connects", "upstream_connects_total", "", StatKind::counter,
+               "Connections to dc_server established.", i(s.connects)});
+  t.push_back({"losses", "upstream_losses_total", "", StatKind::counter,
+               "Connections to dc_server lost (closed, failed, or recycled).", i(s.losses)});
+  t.push_back({"deadlines", "upstream_stalls_total", "", StatKind::counter,
+               "Connections to dc_server recycled because nothing came back for max(20 x "
+               "-timeout, 1000 ms).",
+               i(s.deadlines)});
+  t.push_back({"client_errors", "protocol_errors_total", "", StatKind::counter,
+               "Local clients closed because their bytes broke the protocol.", i(s.client_errors)});
+  t.push_back({"overflows", "client_holds_total", "", StatKind::counter,
+               "Times a local client was not read from: -clientpending unanswered requests, or "
+               "GETs in flight whose answers could pass 4 x -maxout.",
+               i(s.overflows)});
+  t.push_back({"idle_drops", "idle_closes_total", "", StatKind::counter,
+               "Local clients closed after -idle without a request.", i(s.idle_drops)});
+  t.push_back({"half_closed", "half_closed_total", "", StatKind::counter,
+               "Local clients that shut down their sending side with answers still owed.",
+               i(s.half_closed)});
+  ev::append_limit_stats(t, loop_);
+  return t;
+}
+
+std::string Agent::stats_line() {
+  return ev::stats_line(stats_table());
 }
 
 }  // namespace dc::agent

@@ -65,6 +65,8 @@
 #include "ev/connector.h"
 #include "ev/listener.h"
 #include "ev/loop.h"
+#include "ev/stats.h"
+#include "ev/tls.h"
 #include "net.h"
 
 namespace dc::agent {
@@ -80,6 +82,8 @@ struct AgentConfig {
   size_t max_pending = 10000;    // requests waiting on the server, all clients
   size_t client_pending = 1000;  // unanswered requests of one client before it is not read
   size_t max_out = 256 * 1024;   // a client's unread answers before its input is held
+  // TLS to the server (-tls-*), when set; only for an IP -server.
+  std::shared_ptr<const ev::TlsContext> tls;
 
   // How long the oldest request may wait on the server before the server is
   // taken for dead and the connection recycled: long enough that a merely
@@ -88,18 +92,36 @@ struct AgentConfig {
   int64_t stall_ms() const { return std::max<int64_t>(20 * timeout_ms, 1000); }
 };
 
+// Why the agent answered a request DISCONNECTED itself (the reason label
+// of distcache_agent_disconnected_total; keys disconnected_<reason>).
+enum class Disconnected : uint8_t {
+  no_upstream,  // no connection to the server (down, connecting, backing off)
+  maxpending,   // -maxpending requests were already waiting on the server
+  backlog,      // kUpstreamOutMax bytes were already queued for the server
+  deadline,     // not answered within -timeout (its late answer is dropped)
+  skipped,      // the server answered a later request first
+  lost,         // the connection was lost (or recycled) with it pending
+};
+inline constexpr size_t kDisconnectedReasons = 6;
+
+// The counters behind the statistics table (Agent::stats_table(), whose
+// rows name them; docs/dc_server.md lists them).
 struct AgentStats {
   uint64_t accepted = 0;
-  uint64_t requests = 0;       // from local clients
-  uint64_t forwarded = 0;      // sent upstream
-  uint64_t answered = 0;       // answers from the server delivered to a client
-  uint64_t disconnected = 0;   // DISCONNECTED answers made by the agent
+  uint64_t requests = 0;  // from local clients (by operation: responses)
+  // Answers sent to local clients by proto::Op and result: 0 the server
+  // said yes (a GET hit, ADD stored, REMOVE/HAVE found), 1 it said no, 2
+  // DISCONNECTED (from the agent).
+  uint64_t responses[4][3] = {};
+  uint64_t forwarded = 0;  // sent upstream
+  uint64_t answered = 0;   // answers from the server delivered to a client
+  // DISCONNECTED answers the agent made, by Disconnected.
+  uint64_t disconnected[kDisconnectedReasons] = {};
   uint64_t dropped = 0;        // answers for clients that had gone
   uint64_t unmatched = 0;      // answers from the server matching nothing pending
   uint64_t resolves = 0;       // lookups of the server's name done off the loop
   uint64_t connects = 0;       // upstream connections established
   uint64_t losses = 0;         // upstream connections lost (closed, error, corrupt)
-  uint64_t expired = 0;        // requests answered DISCONNECTED at their deadline
   uint64_t late = 0;           // server answers that came after the deadline (dropped)
   int64_t late_max_ms = 0;     // the slowest of them: how long it took
   uint64_t deadlines = 0;      // upstream connections recycled: stalled past stall_ms()
@@ -107,6 +129,9 @@ struct AgentStats {
   uint64_t overflows = 0;      // times a local client was held (-clientpending, GETs in flight)
   uint64_t idle_drops = 0;     // local clients closed for idleness
   uint64_t half_closed = 0;    // local clients that half-closed with answers owed
+  // Upstream round trips: from a request's forwarding to its answer (late
+  // ones too), on the loop's clock.
+  ev::Histogram upstream_rtt;
 };
 
 class Agent {
@@ -121,10 +146,15 @@ class Agent {
   // Serves local clients accepted on `fd`, a socket listening on `a`.
   void add_listener(UniqueFd fd, const Address& a);
 
-  // One line of "key=value" statistics (no newline).
+  // The statistics table (ev/stats.h): the statistics line, the -stats
+  // file and the -metrics endpoint all print it.
+  std::vector<ev::Stat> stats_table();
+  // stats_table() as one line of "key=value" (no newline).
   std::string stats_line();
+  // The prefix of its Prometheus names.
+  static constexpr const char* kMetricsPrefix = "distcache_agent_";
   const AgentStats& stats() const { return stats_; }
-  bool upstream_up() const { return up_ && !up_->closed(); }
+  bool upstream_up() const { return up_ && !up_->closed() && up_->established(); }
 
  private:
   // One unanswered request of a local client, in request order.
@@ -138,7 +168,8 @@ class Agent {
     uint64_t client;  // Local::id
     uint32_t up_uid;
     proto::Op op;
-    int64_t sent_ms;
+    int64_t sent_us;  // the loop's clock (Loop::now_us)
+    int64_t sent_ms() const { return sent_us / 1000; }
     bool abandoned = false;  // answered DISCONNECTED at its deadline; its answer is dropped
   };
   // Receives the upstream connection's events.
@@ -147,6 +178,7 @@ class Agent {
     explicit UpstreamHandler(Agent& a) : a_(a) {}
     void on_message(ev::Connection& c, const proto::Message& m) override;
     void on_close(ev::Connection& c, ev::CloseReason why) override;
+    void on_established(ev::Connection& c) override;
 
    private:
     Agent& a_;
@@ -157,10 +189,16 @@ class Agent {
   void on_local_close(Local& l, ev::CloseReason why);
   void on_answer(ev::Connection& c, const proto::Message& m);
   void on_upstream_close(ev::Connection& c, ev::CloseReason why);
+  // The upstream connection is usable (connected; with TLS, handshake done).
+  void on_upstream_ready();
+  // The TLS handshake did not finish by the connect deadline.
+  void on_handshake_deadline();
 
   // Answers `l`'s request (uid, op) with a DISCONNECTED status, after any
   // earlier answers it still waits for.
-  void answer_local(Local& l, uint32_t uid, proto::Op op);
+  void answer_local(Local& l, uint32_t uid, proto::Op op, Disconnected why);
+  // Counts an answer sent to a local client (AgentStats::responses).
+  void count_response(proto::Op op, proto::Bytes payload);
   // Delivers the answer to pending entry `p` (payload `payload`).
   void deliver(const Pending& p, proto::Bytes payload);
   // Sends the locally answered slots at the front of `l`'s queue.
@@ -211,7 +249,8 @@ class Agent {
   ev::Timer retry_;
   ev::Timer deadline_;
   ev::Timer idle_;
-  ev::Timer late_report_;  // the next line about late answers (see report_late)
+  ev::Timer late_report_;         // the next line about late answers (see report_late)
+  ev::Timer handshake_deadline_;  // TLS: the rest of the connect deadline
   int64_t last_attempt_ms_ = 0;
   bool attempted_ = false;
   // Logging: one line when the server is lost, one when a connection is

@@ -11,6 +11,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -18,7 +19,9 @@
 #include "agent/agent.h"
 #include "agent/options.h"
 #include "ev/daemon_util.h"
+#include "ev/http_metrics.h"
 #include "ev/loop.h"
+#include "ev/tls.h"
 #include "net.h"
 
 int main(int argc, char** argv) {
@@ -69,6 +72,36 @@ int main(int argc, char** argv) {
                    "every %" PRId64 " ms\n",
                    why.c_str(), opt.retry_ms);
   }
+  // Certificates are read now, as the user that started us (before -user),
+  // and a bad one stops the start: an operator's error, seen at once.
+  std::shared_ptr<const dc::ev::TlsContext> tls;
+  if (!opt.tls.cert.empty()) {
+    if (server.kind != dc::Address::Kind::ip) {
+      std::fprintf(stderr,
+                   "dc_client: -tls-* apply to an IP -server only; %s is a UNIX socket, spoken "
+                   "plainly (its file permissions protect it)\n",
+                   server.to_string().c_str());
+    } else {
+      dc::ev::TlsFiles files = opt.tls;
+      if (files.name.empty()) files.name = server.host;
+      tls = dc::ev::TlsContext::load(dc::ev::TlsContext::Role::client, files, err);
+      if (!tls) {
+        std::fprintf(stderr, "dc_client: %s\n", err.c_str());
+        return 1;
+      }
+    }
+  }
+  // -stats is relative to where we were started, not to -daemon's "/"; the
+  // -metrics port is opened with the listeners (see dc_server's main).
+  opt.stats.file = dc::ev::absolute_path(opt.stats.file);
+  dc::UniqueFd metrics_fd;
+  if (opt.stats.metrics) {
+    metrics_fd = dc::ev::MetricsServer::open_socket(*opt.stats.metrics, err);
+    if (!metrics_fd) {
+      std::fprintf(stderr, "dc_client: %s\n", err.c_str());
+      return 1;
+    }
+  }
   std::vector<dc::ev::OpenedListener> opened;
   std::string pidfile;
   if (!dc::ev::start_daemon("dc_client", opt.listen, opt.proc, opened, pidfile)) return 1;
@@ -90,8 +123,12 @@ int main(int argc, char** argv) {
     cfg.max_pending = opt.max_pending;
     cfg.client_pending = opt.client_pending;
     cfg.max_out = opt.max_out;
+    cfg.tls = tls;
     dc::agent::Agent agent(loop, cfg);
     for (dc::ev::OpenedListener& o : opened) agent.add_listener(std::move(o.fd), o.addr);
+    dc::ev::StatsPublisher publish(
+        loop, opt.stats, dc::agent::Agent::kMetricsPrefix, [&] { return agent.stats_table(); },
+        std::move(metrics_fd));
 
     auto stop = [&] { loop.stop(); };
     dc::ev::Signal sigterm(loop, SIGTERM, stop);
@@ -99,8 +136,10 @@ int main(int argc, char** argv) {
     dc::ev::Signal sighup(loop, SIGHUP, [&] {
       std::fprintf(stderr, "dc_client: %s\n", agent.stats_line().c_str());
       std::fflush(stderr);
+      publish.write_file();
     });
     loop.run();
+    publish.write_file();
   }  // the agent's destructor closes connections and removes socket files
   if (!pidfile.empty()) unlink(pidfile.c_str());
   return 0;

@@ -56,13 +56,21 @@ std::string usage() {
          "                      of it within MS milliseconds (default 5000; 0: never)\n"
          "  -connmemory SIZE    when the buffers of all clients (unread answers, held input,\n"
          "                      requests in pieces) pass SIZE bytes, close the clients\n"
-         "                      holding the most (default 128M; 0: no limit)\n" +
-         std::string(ev::process_usage()) +
+         "                      holding the most (default 128M; 0: no limit)\n"
+         "  -tls-cert FILE      with -tls-key and -tls-ca: speak TLS 1.3 to an IP -server,\n"
+         "                      presenting this certificate (PEM, with any intermediates)\n"
+         "  -tls-key FILE       the private key of -tls-cert (PEM)\n"
+         "  -tls-ca FILE        the CA certificate(s) (PEM) the server's must chain to\n"
+         "  -tls-name NAME      the name (DNS or IP address) the server's certificate must\n"
+         "                      carry (default: the host of -server). Certificates are\n"
+         "                      read at start. A UNIX -server or -listen is never TLS:\n"
+         "                      its file permissions protect it\n" +
+         std::string(ev::stats_usage()) + ev::process_usage() +
          "  -h, -help, -?       show this help\n"
          "While the server is unreachable every request is answered at once with the\n"
          "status DISCONNECTED (2); caching resumes by itself once it is back.\n"
          "SIGTERM and SIGINT exit cleanly (UNIX socket files are removed);\n"
-         "SIGHUP prints a statistics line to stderr.\n";
+         "SIGHUP prints the statistics line to stderr and rewrites the -stats file.\n";
 }
 
 bool parse_options(int argc, char** argv, Options& o, std::string& err) {
@@ -138,9 +146,28 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
               "or G)";
         return false;
       }
+    } else if (flag == "-tls-cert" || flag == "-tls-key" || flag == "-tls-ca" ||
+               flag == "-tls-name") {
+      if (!args.value(v)) return false;
+      if (v.empty()) {
+        err = flag + ": empty value";
+        return false;
+      }
+      (flag == "-tls-cert"  ? o.tls.cert
+       : flag == "-tls-key" ? o.tls.key
+       : flag == "-tls-ca"  ? o.tls.ca
+                            : o.tls.name) = v;
+    } else if (ev::FlagParse r = args.stats_flag(o.stats); r != ev::FlagParse::not_mine) {
+      if (r == ev::FlagParse::error) return false;
     } else if (!args.process_flag(o.proc)) {
       return false;
     }
+  }
+  bool tls = false;
+  if (!ev::tls_flags_complete(o.tls, tls, err)) return false;
+  if (!tls && !o.tls.name.empty()) {
+    err = "-tls-name: given without -tls-cert, -tls-key and -tls-ca";
+    return false;
   }
   if (!o.have_server) {
     err = "-server: no server address given (required)";

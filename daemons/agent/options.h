@@ -1,6 +1,7 @@
 // dc_client's command line: the flags of distcache 1.x's dc_client with
 // their meaning, plus this project's limits (-timeout, -maxpending,
-// -clientpending, -maxout, -maxconns, -frametimeout, -connmemory). Parsing is apart from main() so
+// -clientpending, -maxout, -maxconns, -frametimeout, -connmemory) and its statistics
+// (-stats, -metrics, as dc_server's). Parsing is apart from main() so
 // every rule lives in one place and errors are uniform: one line naming the flag and what is wrong,
 // then the usage, exit status 2.
 #pragma once
@@ -12,6 +13,7 @@
 
 #include "addr.h"
 #include "ev/daemon_util.h"
+#include "ev/tls.h"
 
 namespace dc::agent {
 
@@ -42,6 +44,10 @@ struct Options {
   int64_t frame_timeout_ms = 5000;         // -frametimeout: 0 = none
   size_t conn_memory = size_t(128) << 20;  // -connmemory: all clients' buffers; 0 = none
   ev::ProcessOptions proc;                 // -daemon, -pidfile, -user, -sock*
+  ev::StatsOptions stats;                  // -stats, -stats-interval, -stats-format, -metrics
+  // -tls-cert, -tls-key, -tls-ca (all or none), -tls-name: TLS to an IP
+  // -server (tls.name empty: the host of -server).
+  ev::TlsFiles tls;
   bool help = false;
 };
 

@@ -15,22 +15,6 @@ namespace {
 constexpr size_t kKeepCapacity = 16 * 1024;
 }  // namespace
 
-const char* to_string(IoResult r) {
-  switch (r) {
-    case IoResult::ok:
-      return "ok";
-    case IoResult::want_read:
-      return "want_read";
-    case IoResult::want_write:
-      return "want_write";
-    case IoResult::closed:
-      return "closed";
-    case IoResult::error:
-      return "error";
-  }
-  return "unknown";
-}
-
 const char* to_string(CloseReason r) {
   switch (r) {
     case CloseReason::local:
@@ -45,12 +29,21 @@ const char* to_string(CloseReason r) {
       return "request not finished in time";
     case CloseReason::overload:
       return "closed by the connection limits";
+    case CloseReason::tls:
+      return "TLS handshake failed";
   }
   return "unknown";
 }
 
-Connection::Connection(Loop& loop, UniqueFd fd, Handler& handler, ConnectionOptions opt)
-    : loop_(loop), fd_(std::move(fd)), handler_(&handler), opt_(opt) {
+Connection::Connection(Loop& loop, UniqueFd fd, Handler& handler, ConnectionOptions opt,
+                       std::unique_ptr<Transport> transport)
+    : loop_(loop),
+      fd_(std::move(fd)),
+      t_(std::move(transport)),
+      handler_(&handler),
+      opt_(opt),
+      established_(t_ == nullptr) {
+  if (!t_) t_ = plain_transport(fd_.get());
   if (opt_.out_low > opt_.out_high) opt_.out_low = opt_.out_high;
   ev_io_init(&rw_, on_read_cb, fd_.get(), EV_READ);
   rw_.data = this;
@@ -58,9 +51,17 @@ Connection::Connection(Loop& loop, UniqueFd fd, Handler& handler, ConnectionOpti
   ww_.data = this;
   ev_io_start(loop_.raw(), &rw_);
   if (opt_.limited) loop_.enter_limits(this);
+  if (!established_) {
+    // The handshake starts from the loop (a client speaks first), and until
+    // it is done the connection holds a started request: the frame
+    // deadline covers a peer that never finishes it.
+    loop_.want_flush(this);
+    track_partial();
+  }
 }
 
 Connection::~Connection() {
+  if (!closed_) t_->shutdown();
   ev_io_stop(loop_.raw(), &rw_);
   ev_io_stop(loop_.raw(), &ww_);
   if (opt_.limited) loop_.leave_limits(this);
@@ -73,11 +74,12 @@ void Connection::account() {
 
 void Connection::track_partial() {
   if (!opt_.limited || closed_) return;
-  loop_.set_partial(this, !paused_ && !draining_ && !eof_ && !dec_.idle());
+  loop_.set_partial(this,
+                    (!established_ && !eof_) || (!paused_ && !draining_ && !eof_ && !dec_.idle()));
 }
 
 size_t Connection::heap_bytes() const {
-  return out_.capacity() + in_.capacity() + dec_.heap_bytes();
+  return out_.capacity() + in_.capacity() + dec_.heap_bytes() + t_->heap_bytes();
 }
 
 void Connection::queued() {
@@ -110,6 +112,8 @@ void Connection::close(CloseReason why) {
   reason_ = why;
   ev_io_stop(loop_.raw(), &rw_);
   ev_io_stop(loop_.raw(), &ww_);
+  if (why == CloseReason::local || why == CloseReason::peer_closed) t_->shutdown();
+  t_->close();  // keeps error() for the handler
   fd_.reset();
   // Give the memory back now: a closed connection may live until its owner
   // hears of it.
@@ -156,44 +160,114 @@ void Connection::on_read_cb(struct ev_loop*, ev_io* w, int) {
 }
 
 void Connection::on_write_cb(struct ev_loop*, ev_io* w, int) {
-  static_cast<Connection*>(w->data)->flush();
+  auto* c = static_cast<Connection*>(w->data);
+  if (c->read_wants_write_) {
+    // A read (TLS) waits to write first: it goes on now.
+    c->read_wants_write_ = false;
+    c->on_readable();
+    if (c->closed_) return;
+  }
+  c->flush();
+}
+
+IoResult Connection::drive_handshake() {
+  IoResult r = t_->handshake();
+  switch (r) {
+    case IoResult::ok:
+      established_ = true;
+      track_partial();
+      handler_->on_established(*this);  // may send or close
+      return closed_ ? IoResult::closed : IoResult::ok;
+    case IoResult::want_read:
+      ev_io_stop(loop_.raw(), &ww_);
+      return r;
+    case IoResult::want_write:
+      ev_io_start(loop_.raw(), &ww_);
+      return r;
+    case IoResult::closed:
+      close(CloseReason::peer_closed);
+      return r;
+    case IoResult::error:
+      close(CloseReason::tls);
+      return r;
+  }
+  return r;
 }
 
 void Connection::on_readable() {
   if (closed_) return;
+  if (!established_) {
+    if (drive_handshake() != IoResult::ok) return;
+    // Records that came with the end of the handshake are read below; the
+    // output queued meanwhile goes with the next flush.
+    if (pending_output() > 0) loop_.want_flush(this);
+  }
+  if (write_wants_read_) {
+    write_wants_read_ = false;
+    loop_.want_flush(this);
+  }
+  // Reading stopped (backpressure, closing) but a write woke us (TLS).
+  if (paused_ || draining_ || eof_) return;
+  // A transport that reads ahead (TLS) is read until it holds nothing more,
+  // else what it took off the socket would wait for more bytes to arrive.
+  // A plain socket: one read per wake-up.
+  while (read_some() == IoResult::ok && !closed_ && !paused_ && !eof_ && t_->pending()) {
+  }
+}
+
+IoResult Connection::read_some() {
   std::span<uint8_t> buf = loop_.scratch();
-  ssize_t n = ::recv(fd_.get(), buf.data(), buf.size(), 0);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-    close(CloseReason::io_error);
-    return;
+  size_t got = 0;
+  IoStep st{IoResult::ok};
+  // Fill the scratch buffer: one recv() for a plain socket, TLS records
+  // until the transport has none or the buffer is full.
+  while (got < buf.size()) {
+    st = t_->read(buf.subspan(got));
+    if (st.result != IoResult::ok) break;
+    got += st.n;
+    if (!t_->pending()) break;
   }
-  if (n == 0) {
-    // The peer will send no more; answers already queued still go out, and
-    // those the handler still owes when it says so, unless the peer is gone
-    // altogether (a hang-up: a UNIX socket's peer that closed, not just
-    // shut down its sending side), when nobody would read them. A TCP
-    // peer's close looks like a half-close here; the first write after it
-    // fails and closes the connection.
-    eof_ = true;
-    set_reading(false);
-    pollfd p{fd_.get(), 0, 0};
-    bool gone = ::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
-    if (gone || !handler_->on_eof(*this)) close_after_flush(CloseReason::peer_closed);
-    track_partial();  // the rest will never come: not the deadline's business
-    return;
+  if (got > 0) {
+    proto::Bytes in(buf.data(), got);
+    size_t left = consume(in);
+    if (closed_) return IoResult::closed;
+    if (left > 0) {
+      // Backpressure stopped decoding: hold the rest (the scratch buffer is
+      // reused by the next read of any connection).
+      in_.assign(in.end() - ptrdiff_t(left), in.end());
+      in_off_ = 0;
+    }
   }
-  proto::Bytes in(buf.data(), size_t(n));
-  size_t left = consume(in);
-  if (closed_) return;
-  if (left > 0) {
-    // Backpressure stopped decoding: hold the rest (the scratch buffer is
-    // reused by the next read of any connection).
-    in_.assign(in.end() - ptrdiff_t(left), in.end());
-    in_off_ = 0;
+  switch (st.result) {
+    case IoResult::ok:
+    case IoResult::want_read:
+      break;
+    case IoResult::want_write:
+      read_wants_write_ = true;
+      ev_io_start(loop_.raw(), &ww_);
+      break;
+    case IoResult::closed: {
+      // The peer will send no more; answers already queued still go out,
+      // and those the handler still owes when it says so, unless the peer
+      // is gone altogether (a hang-up: a UNIX socket's peer that closed,
+      // not just shut down its sending side), when nobody would read them.
+      // A TCP peer's close looks like a half-close here; the first write
+      // after it fails and closes the connection.
+      eof_ = true;
+      set_reading(false);
+      pollfd p{fd_.get(), 0, 0};
+      bool gone = ::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
+      if (gone || !handler_->on_eof(*this)) close_after_flush(CloseReason::peer_closed);
+      break;
+    }
+    case IoResult::error:
+      close(CloseReason::io_error);
+      return IoResult::error;
   }
-  track_partial();
+  if (closed_) return IoResult::closed;
+  track_partial();  // after an end of stream the rest will never come: not the deadline's business
   account();
+  return got > 0 && st.result == IoResult::ok ? IoResult::ok : st.result;
 }
 
 size_t Connection::look_ahead(proto::Bytes in) {
@@ -234,7 +308,7 @@ size_t Connection::consume(proto::Bytes in) {
     if (r.status == proto::DecodeStatus::corrupt) {
       // Best effort: answers to the requests before the bad bytes go out.
       if (pending_output() > 0)
-        (void)::send(fd_.get(), out_.data() + out_off_, pending_output(), MSG_NOSIGNAL);
+        (void)t_->write(std::span<const uint8_t>(out_.data() + out_off_, pending_output()));
       close(CloseReason::corrupt);
       return 0;
     }
@@ -263,16 +337,26 @@ void Connection::resume_input() {
 
 IoResult Connection::flush() {
   if (closed_) return IoResult::closed;
+  if (!established_) {
+    IoResult r = drive_handshake();
+    if (r != IoResult::ok) return r;
+  }
   IoResult res = IoResult::ok;
   while (out_off_ < out_.size()) {
-    ssize_t n = ::send(fd_.get(), out_.data() + out_off_, out_.size() - out_off_, MSG_NOSIGNAL);
-    if (n > 0) {
-      out_off_ += size_t(n);
+    IoStep st = t_->write(std::span<const uint8_t>(out_.data() + out_off_, out_.size() - out_off_));
+    if (st.result == IoResult::ok) {
+      out_off_ += st.n;
       continue;
     }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    if (st.result == IoResult::want_write) {
       res = IoResult::want_write;
+      break;
+    }
+    if (st.result == IoResult::want_read) {
+      // The transport must read first (TLS): the next readable event
+      // flushes again.
+      write_wants_read_ = true;
+      res = IoResult::want_read;
       break;
     }
     close(CloseReason::io_error);
@@ -295,13 +379,18 @@ IoResult Connection::flush() {
       out_.resize(out_.size() - out_off_);
       out_off_ = 0;
     }
-    ev_io_start(loop_.raw(), &ww_);
+    if (res == IoResult::want_write) ev_io_start(loop_.raw(), &ww_);
   }
   if (paused_ && !held_ && (!opt_.backpressure || pending_output() < opt_.out_low)) {
     paused_ = false;
     resume_input();  // may pause again, queue output or close
     if (closed_) return IoResult::closed;
-    if (!paused_ && !draining_ && !eof_) set_reading(true);
+    if (!paused_ && !draining_ && !eof_) {
+      set_reading(true);
+      // Input the transport already holds wakes no watcher: read it now.
+      if (t_->pending()) on_readable();
+      if (closed_) return IoResult::closed;
+    }
     track_partial();
   }
   account();

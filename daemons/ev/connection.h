@@ -18,24 +18,35 @@
 // Closing: close() stops everything at once; the Handler hears about it
 // later from the loop (on_close), never from inside a call on this
 // connection, so it may destroy the Connection in on_close.
+//
+// Transport (ev/transport.h): the bytes go through a plain socket or TLS
+// (ev/tls.h), the same state machine for both. A transport with a handshake
+// (TLS) is driven from the same read and write readiness before any message
+// is read or written; until it is done the connection counts as holding a
+// started request (the loop's frame deadline and -maxconns displacement
+// apply, so a silent peer cannot hold a slot), and the handler hears
+// on_established once it is. A transport that reads ahead of what it hands
+// out (TLS records) is read until it has nothing left (Transport::pending),
+// since the socket will not wake the loop for bytes already taken off it.
+// An orderly close (CloseReason local or peer_closed, or the destructor)
+// ends the transport in order: TLS sends its close_notify.
 #pragma once
 
 #include <ev.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "ev/loop.h"
+#include "ev/transport.h"
 #include "net.h"
 #include "proto.h"
 
 namespace dc::ev {
-
-// The result of one I/O step.
-enum class IoResult : uint8_t { ok, want_read, want_write, closed, error };
-const char* to_string(IoResult r);
 
 // Why a connection closed.
 enum class CloseReason : uint8_t {
@@ -45,6 +56,7 @@ enum class CloseReason : uint8_t {
   corrupt,      // the peer's bytes broke the protocol (PROTOCOL.md)
   timeout,      // a request started and not finished within the frame deadline
   overload,     // closed by the limits: over the buffer budget, or to make room
+  tls,          // the TLS handshake failed (Connection::transport_error() says why)
 };
 const char* to_string(CloseReason r);
 
@@ -71,6 +83,10 @@ class Handler {
     (void)c;
     return false;
   }
+  // The transport's handshake (TLS) completed: messages flow from now on.
+  // Not called for a transport without one (a plain socket), which is
+  // established from the start. The handler may send or close here.
+  virtual void on_established(Connection& c) { (void)c; }
   // A hint, only with ConnectionOptions::lookahead: `ms` are the next
   // messages of `c` in order, each to be handed to on_message soon (unless
   // the connection closes or pauses first). A handler may start fetching
@@ -109,9 +125,12 @@ struct ConnectionOptions {
 
 class Connection {
  public:
-  // Takes a connected non-blocking socket and starts reading from it.
-  Connection(Loop& loop, UniqueFd fd, Handler& handler, ConnectionOptions opt = {});
-  // Closes the socket without calling the handler.
+  // Takes a connected non-blocking socket and starts reading from it
+  // through `transport` (made over that socket; nullptr: the plain socket).
+  // A transport with a handshake starts it before the loop next blocks.
+  Connection(Loop& loop, UniqueFd fd, Handler& handler, ConnectionOptions opt = {},
+             std::unique_ptr<Transport> transport = nullptr);
+  // Closes the socket without calling the handler (in order, when open).
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -133,6 +152,11 @@ class Connection {
   void close_after_flush(CloseReason why = CloseReason::local);
 
   bool closed() const { return closed_; }
+  // The transport's handshake is done (always, for a plain socket).
+  bool established() const { return established_; }
+  // Why the transport failed (CloseReason::tls, io_error), one line; "" if
+  // it did not.
+  const std::string& transport_error() const { return t_->error(); }
   int fd() const { return fd_.get(); }
   Handler& handler() const { return *handler_; }
   void set_handler(Handler& h) { handler_ = &h; }
@@ -159,6 +183,11 @@ class Connection {
   static void on_read_cb(struct ev_loop* l, ev_io* w, int revents);
   static void on_write_cb(struct ev_loop* l, ev_io* w, int revents);
   void on_readable();
+  // Reads what the transport has into the scratch buffer and consumes it;
+  // returns the last step's result.
+  IoResult read_some();
+  // One step of the transport's handshake; ok once established.
+  IoResult drive_handshake();
   // Decodes `in` and dispatches messages until done, closed or paused;
   // returns how many bytes of `in` were not consumed (held back).
   size_t consume(proto::Bytes in);
@@ -175,6 +204,7 @@ class Connection {
 
   Loop& loop_;
   UniqueFd fd_;
+  std::unique_ptr<Transport> t_;
   Handler* handler_;
   ConnectionOptions opt_;
   ev_io rw_{};
@@ -190,6 +220,9 @@ class Connection {
   bool eof_ = false;
   bool paused_ = false;
   bool held_ = false;  // hold_input(true)
+  bool established_ = true;
+  bool read_wants_write_ = false;  // the transport's read waits for writability
+  bool write_wants_read_ = false;  // the transport's write waits for readability
   // Loop bookkeeping.
   bool in_flush_list_ = false;
   bool in_close_list_ = false;

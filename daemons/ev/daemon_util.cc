@@ -145,6 +145,62 @@ const char* process_usage() {
          "  -version            print the program's name and version, and exit\n";
 }
 
+const char* stats_usage() {
+  return "  -stats FILE         keep FILE holding the current statistics (rewritten through\n"
+         "                      a temporary file and rename)\n"
+         "  -stats-interval MS  rewrite the -stats FILE every MS milliseconds (default 1000)\n"
+         "  -stats-format FMT   what the -stats FILE holds: line (the key=value line, the\n"
+         "                      default) or prom (Prometheus text, for node_exporter's\n"
+         "                      textfile collector: name the file *.prom)\n"
+         "  -metrics ADDR       serve the statistics to Prometheus: GET /metrics over HTTP\n"
+         "                      on ADDR, IP:port or IP:host:port (e.g. IP:127.0.0.1:9101)\n";
+}
+
+FlagParse FlagReader::stats_flag(StatsOptions& o) {
+  std::string v;
+  if (flag_ == "-stats") {
+    if (!value(o.file)) return FlagParse::error;
+    if (o.file.empty()) {
+      err_ = "-stats: empty path";
+      return FlagParse::error;
+    }
+  } else if (flag_ == "-stats-interval") {
+    if (!value(v)) return FlagParse::error;
+    uint64_t n = 0;
+    if (!parse_uint(v, 86400000, n) || n < 10) {
+      err_ = "-stats-interval: \"" + v + "\" is not a number of milliseconds from 10 to 86400000";
+      return FlagParse::error;
+    }
+    o.interval_ms = int64_t(n);
+  } else if (flag_ == "-stats-format") {
+    if (!value(v)) return FlagParse::error;
+    if (v == "line") {
+      o.format = StatsFormat::line;
+    } else if (v == "prom") {
+      o.format = StatsFormat::prom;
+    } else {
+      err_ = "-stats-format: \"" + v + "\" is not line or prom";
+      return FlagParse::error;
+    }
+  } else if (flag_ == "-metrics") {
+    if (!value(v)) return FlagParse::error;
+    Address a;
+    std::string why;
+    if (!parse_address(v, a, why)) {
+      err_ = "-metrics: " + why;
+      return FlagParse::error;
+    }
+    if (a.kind != Address::Kind::ip) {
+      err_ = "-metrics: \"" + v + "\" is not an IP address (IP:port or IP:host:port)";
+      return FlagParse::error;
+    }
+    o.metrics = a;
+  } else {
+    return FlagParse::not_mine;
+  }
+  return FlagParse::ok;
+}
+
 bool FlagReader::next() {
   if (++i_ >= argc_) return false;
   typed_ = argv_[i_];

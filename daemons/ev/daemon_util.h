@@ -7,10 +7,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "addr.h"
+#include "ev/stats.h"
 #include "net.h"
 
 namespace dc::ev {
@@ -70,6 +72,17 @@ struct ProcessOptions {
 // The usage lines of those flags and of -version (each ends with a newline).
 const char* process_usage();
 
+// The statistics flags that dc_server and dc_client share.
+struct StatsOptions {
+  std::string file;                        // -stats FILE
+  int64_t interval_ms = 1000;              // -stats-interval MS
+  StatsFormat format = StatsFormat::line;  // -stats-format line|prom
+  std::optional<Address> metrics;          // -metrics IP:port
+};
+
+// The usage lines of those flags (each ends with a newline).
+const char* stats_usage();
+
 enum class FlagParse { not_mine, ok, error };
 // When `flag` is one of the ProcessOptions flags, takes its value through
 // `value` (which sets `err` itself when the value is missing) and checks it
@@ -109,6 +122,9 @@ class FlagReader {
   // ProcessOptions flags (parse_process_flag). False when its value is bad,
   // or with "unknown flag "ARG"" (as typed) when it is none of them.
   bool process_flag(ProcessOptions& o);
+  // When the current flag is one of the StatsOptions flags, takes and checks
+  // its value: ok, or error with `err` set; not_mine for any other flag.
+  FlagParse stats_flag(StatsOptions& o);
 
  private:
   int argc_;

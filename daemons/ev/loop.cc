@@ -1,6 +1,8 @@
 // The daemons' event loop: see loop.h.
 #include "ev/loop.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
@@ -57,12 +59,14 @@ void Loop::stop() {
   ev_break(loop_, EVBREAK_ALL);
 }
 
-int64_t Loop::now_ms() {
+int64_t Loop::now_us() {
   if (!now_valid_) {
-    now_ = dc::now_ms();
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now_us_ = int64_t(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
     now_valid_ = true;
   }
-  return now_;
+  return now_us_;
 }
 
 void Loop::want_flush(Connection* c) {

@@ -3,6 +3,8 @@
 // before detaching), -daemon, -pidfile, -user, then the loop with its signal
 // handlers; on SIGTERM/SIGINT (and SIGUSR1/SIGUSR2 with -killable) it stops
 // the loop, removes its UNIX socket files and pidfile, and exits 0.
+// Its statistics go to stderr (-progress, SIGHUP), to the -stats file and to
+// -metrics, all from one table (Server::stats_table).
 #include <errno.h>
 #include <malloc.h>
 #include <signal.h>
@@ -16,7 +18,9 @@
 #include <vector>
 
 #include "ev/daemon_util.h"
+#include "ev/http_metrics.h"
 #include "ev/loop.h"
+#include "ev/tls.h"
 #include "net.h"
 #include "server/options.h"
 #include "server/server.h"
@@ -57,7 +61,33 @@ int main(int argc, char** argv) {
                  opt.max_conns, fd_limit, max_conns);
 
   // -stats is relative to where we were started, not to -daemon's "/".
-  std::string stats_file = dc::ev::absolute_path(opt.stats_file);
+  opt.stats.file = dc::ev::absolute_path(opt.stats.file);
+  // The -metrics port is opened with the listeners: a port in use is
+  // reported on the terminal, and a low port needs the privileges -user drops.
+  dc::UniqueFd metrics_fd;
+  if (opt.stats.metrics) {
+    metrics_fd = dc::ev::MetricsServer::open_socket(*opt.stats.metrics, err);
+    if (!metrics_fd) {
+      std::fprintf(stderr, "dc_server: %s\n", err.c_str());
+      return 1;
+    }
+  }
+  // Certificates are read now, as the user that started us (before -user),
+  // and a bad one stops the start: an operator's error, seen at once.
+  std::shared_ptr<const dc::ev::TlsContext> tls;
+  if (!opt.tls.cert.empty()) {
+    tls = dc::ev::TlsContext::load(dc::ev::TlsContext::Role::server, opt.tls, err);
+    if (!tls) {
+      std::fprintf(stderr, "dc_server: %s\n", err.c_str());
+      return 1;
+    }
+    bool any_ip = false;
+    for (const dc::Address& a : opt.listen) any_ip = any_ip || a.kind == dc::Address::Kind::ip;
+    if (!any_ip)
+      std::fprintf(stderr,
+                   "dc_server: -tls-* apply to IP listeners only, and every -listen is a UNIX "
+                   "socket: nothing is served over TLS\n");
+  }
   std::vector<dc::ev::OpenedListener> opened;
   std::string pidfile;
   if (!dc::ev::start_daemon("dc_server", opt.listen, opt.proc, opened, pidfile)) return 1;
@@ -79,17 +109,13 @@ int main(int argc, char** argv) {
     dc::server::Store store({opt.sessions, opt.memory, opt.max_lifetime_ms}, random_seed());
     dc::server::ServerConfig cfg;
     cfg.progress = opt.progress;
+    cfg.tls = tls;
     dc::server::Server server(loop, store, cfg);
     for (dc::ev::OpenedListener& o : opened) server.add_listener(std::move(o.fd), o.addr);
 
-    auto write_stats = [&] {
-      if (!stats_file.empty()) dc::ev::write_file_atomic(stats_file, server.stats_line() + "\n");
-    };
-    dc::ev::Timer stats_timer(loop, write_stats);
-    if (!stats_file.empty()) {
-      write_stats();
-      stats_timer.start(opt.stats_interval_ms, opt.stats_interval_ms);
-    }
+    dc::ev::StatsPublisher publish(
+        loop, opt.stats, dc::server::Server::kMetricsPrefix, [&] { return server.stats_table(); },
+        std::move(metrics_fd));
 
     auto stop = [&] { loop.stop(); };
     dc::ev::Signal sigterm(loop, SIGTERM, stop);
@@ -101,11 +127,11 @@ int main(int argc, char** argv) {
     }
     dc::ev::Signal sighup(loop, SIGHUP, [&] {
       std::fprintf(stderr, "dc_server: %s\n", server.stats_line().c_str());
-      write_stats();
+      publish.write_file();
     });
 
     loop.run();
-    write_stats();
+    publish.write_file();
     if (opt.progress) std::fprintf(stderr, "dc_server: exiting: %s\n", server.stats_line().c_str());
   }  // the server's destructor closes connections and removes socket files
   if (!pidfile.empty()) unlink(pidfile.c_str());

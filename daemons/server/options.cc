@@ -40,10 +40,16 @@ std::string usage() {
          "                      requests in pieces) pass SIZE bytes, close the clients\n"
          "                      holding the most (default 256M; 0: no limit)\n"
          "  -progress N         print a statistics line to stderr every N operations\n"
-         "  -stats FILE         keep FILE holding the current statistics line\n"
-         "  -stats-interval MS  rewrite the -stats FILE every MS milliseconds (default 1000)\n"
-         "  -killable           also exit cleanly on SIGUSR1 or SIGUSR2\n" +
-         std::string(ev::process_usage()) +
+         "  -killable           also exit cleanly on SIGUSR1 or SIGUSR2\n"
+         "  -tls-cert FILE      with -tls-key and -tls-ca: speak only TLS 1.3 on the IP\n"
+         "                      listeners, presenting this certificate (PEM, with any\n"
+         "                      intermediates); every client must present a certificate\n"
+         "                      chained to -tls-ca, or is refused before any request\n"
+         "  -tls-key FILE       the private key of -tls-cert (PEM)\n"
+         "  -tls-ca FILE        the CA certificate(s) (PEM) clients' certificates must chain\n"
+         "                      to. Certificates are read at start. UNIX listeners stay\n"
+         "                      plain: their file permissions protect them\n" +
+         std::string(ev::stats_usage()) + ev::process_usage() +
          "  -h, -help, -?       show this help\n"
          "SIGTERM and SIGINT exit cleanly (UNIX socket files are removed);\n"
          "SIGHUP prints the statistics line to stderr and rewrites the -stats file.\n";
@@ -126,24 +132,21 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
         return false;
       }
       o.progress = n;
-    } else if (flag == "-stats") {
-      if (!args.value(o.stats_file)) return false;
-      if (o.stats_file.empty()) {
-        err = "-stats: empty path";
-        return false;
-      }
-    } else if (flag == "-stats-interval") {
+    } else if (ev::FlagParse r = args.stats_flag(o.stats); r != ev::FlagParse::not_mine) {
+      if (r == ev::FlagParse::error) return false;
+    } else if (flag == "-tls-cert" || flag == "-tls-key" || flag == "-tls-ca") {
       if (!args.value(v)) return false;
-      uint64_t n = 0;
-      if (!ev::parse_uint(v, 86400000, n) || n < 10) {
-        err = "-stats-interval: \"" + v + "\" is not a number of milliseconds from 10 to 86400000";
+      if (v.empty()) {
+        err = flag + ": empty path";
         return false;
       }
-      o.stats_interval_ms = int64_t(n);
+      (flag == "-tls-cert" ? o.tls.cert : flag == "-tls-key" ? o.tls.key : o.tls.ca) = v;
     } else if (!args.process_flag(o.proc)) {
       return false;
     }
   }
+  bool tls = false;
+  if (!ev::tls_flags_complete(o.tls, tls, err)) return false;
   if (o.listen.empty()) {
     err = "-listen: no address given (at least one is required)";
     return false;

@@ -1,5 +1,5 @@
 // dc_server's command line: the flags of distcache 1.x with their meaning,
-// plus this project's additions (-memory, -stats, the limits on what one
+// plus this project's additions (-memory, -stats, -metrics, the limits on what one
 // client may cost: -maxconns, -frametimeout, -connmemory, -maxlifetime). Parsing is separate from
 // main() so that every rule lives in one place and errors are uniform: one
 // line naming the flag and what is wrong, then the usage, exit status 2.
@@ -12,6 +12,7 @@
 
 #include "addr.h"
 #include "ev/daemon_util.h"
+#include "ev/tls.h"
 
 namespace dc::server {
 
@@ -26,9 +27,11 @@ struct Options {
   int64_t frame_timeout_ms = 5000;         // -frametimeout: 0 = none
   size_t conn_memory = size_t(256) << 20;  // -connmemory: 0 = none
   uint64_t progress = 0;                   // -progress: 0 = off
-  std::string stats_file;                  // -stats
-  int64_t stats_interval_ms = 1000;        // -stats-interval
+  ev::StatsOptions stats;                  // -stats, -stats-interval, -stats-format, -metrics
   bool killable = false;
+  // -tls-cert, -tls-key, -tls-ca (all or none): TLS 1.3 with client
+  // certificates on the IP listeners.
+  ev::TlsFiles tls;
   bool help = false;
 };
 

@@ -13,25 +13,37 @@
 #include "ev/connection.h"
 #include "ev/listener.h"
 #include "ev/loop.h"
+#include "ev/stats.h"
+#include "ev/tls.h"
 #include "server/store.h"
 
 namespace dc::server {
 
+// The counters behind the statistics table (Server::stats_table(), whose rows
+// name them: docs/dc_server.md lists them).
 struct Stats {
-  uint64_t ops[4] = {};  // by proto::Op
-  uint64_t get_hits = 0, get_misses = 0;
-  uint64_t remove_hits = 0, remove_misses = 0;
-  uint64_t have_hits = 0, have_misses = 0;
-  // ADD answers: stored, and rejections by reason.
-  uint64_t add_ok = 0, add_matching = 0, add_timeout_range = 0, add_corrupt = 0, add_id_range = 0,
-           add_data_range = 0, add_notok = 0;
+  uint64_t requests[4] = {};  // by proto::Op: add, get, remove, have
+  // GET, REMOVE and HAVE answers by proto::Op (add unused): hits, misses,
+  // remove_hits, ...
+  uint64_t hits[4] = {}, misses[4] = {};
+  // ADD answers by their status, indexed by add_result(): add_ok,
+  // add_matching_session, ...
+  static constexpr size_t kAddResults = 7;
+  uint64_t add_results[kAddResults] = {};
   uint64_t protocol_errors = 0;  // connections closed for corrupt input
   uint64_t accepted = 0;
 };
 
+// The index in Stats::add_results of an ADD answer's status.
+size_t add_result(proto::AddStatus st);
+
 struct ServerConfig {
   uint64_t progress = 0;  // a stats line to stderr every N operations (0: never)
   ev::ConnectionOptions conn;
+  // TLS on the IP listeners (-tls-*), when set: clients must finish a TLS
+  // 1.3 handshake with a certificate chained to -tls-ca before any request
+  // is read. UNIX listeners stay plain (their file permissions protect them).
+  std::shared_ptr<const ev::TlsContext> tls;
 };
 
 class Server : public ev::Handler {
@@ -42,8 +54,13 @@ class Server : public ev::Handler {
   // Serves connections accepted on `fd`, a socket listening on `a`.
   void add_listener(UniqueFd fd, const Address& a);
 
-  // One line of "key=value" statistics (no newline).
+  // The statistics table (ev/stats.h): the statistics line, the -stats
+  // file and the -metrics endpoint all print it.
+  std::vector<ev::Stat> stats_table();
+  // stats_table() as one line of "key=value" (no newline).
   std::string stats_line();
+  // The prefix of its Prometheus names.
+  static constexpr const char* kMetricsPrefix = "distcache_server_";
   const Stats& stats() const { return stats_; }
   size_t connections() const { return conns_.size(); }
 
@@ -52,7 +69,7 @@ class Server : public ev::Handler {
   void on_close(ev::Connection& c, ev::CloseReason why) override;
 
  private:
-  void accept(UniqueFd fd);
+  void accept(UniqueFd fd, bool tls);
   void reply(ev::Connection& c, const proto::Message& req, proto::Bytes payload);
   void reap_expired();
 
@@ -65,6 +82,7 @@ class Server : public ev::Handler {
   std::vector<std::unique_ptr<ev::Listener>> listeners_;
   std::unordered_map<ev::Connection*, std::unique_ptr<ev::Connection>> conns_;
   ev::Timer expiry_;
+  ev::TlsRefusals tls_refusals_;  // TLS clients refused: counted, logged rate-limited
 };
 
 }  // namespace dc::server

@@ -37,6 +37,19 @@ inline long long stat_value(const std::string& line, const std::string& key) {
   return std::atoll(padded.c_str() + at + pat.size());
 }
 
+// The sum of the values of every key starting with `prefix` (e.g. all the
+// disconnected_<reason> counters), or 0 when there is none.
+inline long long stat_sum(const std::string& line, const std::string& prefix) {
+  long long sum = 0;
+  std::string padded = " " + line;
+  for (size_t at = padded.find(" " + prefix); at != std::string::npos;
+       at = padded.find(" " + prefix, at + 1)) {
+    size_t eq = padded.find('=', at);
+    if (eq != std::string::npos) sum += std::atoll(padded.c_str() + eq + 1);
+  }
+  return sum;
+}
+
 inline size_t count_stats(const std::string& log) {
   size_t n = 0;
   for (size_t at = log.find("uptime_ms="); at != std::string::npos;

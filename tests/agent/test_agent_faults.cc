@@ -152,7 +152,9 @@ void test_late_answers_keep_connection(void**) {
   std::string st = cl.agent_stats();
   long long connects = stat_value(st, "connects");
   long long answered = stat_value(st, "answered");
-  long long expired = stat_value(st, "expired"), late = stat_value(st, "late");
+  long long expired = stat_value(st, "disconnected_deadline"), late = stat_value(st, "late");
+  long long get_disc = stat_value(st, "get_disconnected"),
+            have_disc = stat_value(st, "have_disconnected");
   assert_int_equal(connects, 1);
 
   assert_true(cl.server().signal(SIGSTOP));
@@ -176,10 +178,13 @@ void test_late_answers_keep_connection(void**) {
   // machine (and still far from the 6000 ms stall bound).
   if (took > 1300) fail_msg("requests on a frozen server answered after %lld ms", took);
   st = cl.agent_stats();
-  assert_int_equal(stat_value(st, "expired"), expired + 4);
+  assert_int_equal(stat_value(st, "disconnected_deadline"), expired + 4);
+  // Answers by operation and result: 2 GETs and 2 HAVEs answered DISCONNECTED.
+  assert_int_equal(stat_value(st, "get_disconnected"), get_disc + 2);
+  assert_int_equal(stat_value(st, "have_disconnected"), have_disc + 2);
   assert_int_equal(stat_value(st, "pending"), 4);  // still waiting on the server
   assert_int_equal(stat_value(st, "deadlines"), 0);
-  assert_non_null(strstr(st.c_str(), "upstream=up"));
+  assert_non_null(strstr(st.c_str(), "upstream_up=1"));
 
   assert_true(cl.server().signal(SIGCONT));
   st = cl.wait_stats({{"late", late + 4}, {"pending", 0}});
@@ -240,7 +245,7 @@ void test_server_stopped_and_continued(void**) {
     }
   }
   std::string st = cl.agent_stats();
-  assert_true(stat_value(st, "expired") >= 1);
+  assert_true(stat_value(st, "disconnected_deadline") >= 1);
   // The stall bound passes: the connection is recycled.
   st = wait_stat_at_least(cl, "deadlines", 1, 15000);
   if (stat_value(st, "deadlines") < 1) {
@@ -300,7 +305,8 @@ bool send_all(int fd, const std::vector<uint8_t>& bytes) {
 bool wait_connects(Process& agent, const std::string& log, long long n) {
   for (int i = 0; i < 500; ++i) {
     std::string st = request_stats(agent, log);
-    if (stat_value(st, "connects") == n && st.find("upstream=up") != std::string::npos) return true;
+    if (stat_value(st, "connects") == n && st.find("upstream_up=1") != std::string::npos)
+      return true;
     usleep(10000);
   }
   return false;

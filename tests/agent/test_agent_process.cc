@@ -5,7 +5,8 @@
 // socket's place: a directory every user may write to is refused unless it
 // is sticky, and so is a path already taken by a file that is not a socket
 // of ours (a stale socket of ours is replaced); the default path
-// /run/distcache/dc_client.sock (its directory made when missing).
+// /run/distcache/dc_client.sock (its directory made when missing);
+// -metrics and -stats-format prom.
 #include <pwd.h>
 #include <sys/stat.h>
 
@@ -246,6 +247,83 @@ void test_default_listen_path(void**) {
   if (made) rmdir(dir.c_str());
 }
 
+// -metrics and -stats-format prom on dc_client: a known load through the
+// agent moves its counters by exactly that (and its round-trip histogram
+// counts every answer); a lost server shows as upstream_up 0 with the
+// back-off, and the DISCONNECTED answers that follow are counted by reason.
+void test_metrics(void**) {
+  Cluster cl;
+  cl.start_server();
+  uint16_t port = free_tcp_port();
+  std::string prom = cl.dir().file("dc_client.prom");
+  cl.start_agent({"-metrics", "IP:127.0.0.1:" + std::to_string(port), "-stats", prom,
+                  "-stats-format", "prom", "-stats-interval", "50", "-retry", "60000"});
+  assert_true(cl.wait_upstream());
+  const std::string p = "distcache_agent_";
+  std::string before = scrape(port);
+  assert_true(promtool_ok(before));
+  RawConn c = cl.client();
+  // 10 ADDs, then 20 GETs of which 15 hit.
+  for (int k = 0; k < 10; ++k)
+    assert_int_equal(c.add("m" + std::to_string(k), "data-" + std::to_string(k), 60000), kOk);
+  for (int k = 0; k < 20; ++k) {
+    std::string id = k < 15 ? "m" + std::to_string(k % 10) : "absent" + std::to_string(k);
+    assert_true(c.get(id).has_value());
+  }
+  std::string text = scrape(port);
+  fprintf(stderr, "%s", text.c_str());
+  assert_true(promtool_ok(text));
+  auto delta = [&](const std::string& series) {
+    double a = metric_value(before, p + series), b = metric_value(text, p + series);
+    if (a < 0 || b < 0) fail_msg("no series %s%s", p.c_str(), series.c_str());
+    return b - a;
+  };
+  assert_true(delta("requests_total") == 30);
+  assert_true(delta("forwarded_total") == 30);
+  assert_true(delta(R"(responses_total{op="add",result="ok"})") == 10);
+  assert_true(delta(R"(responses_total{op="get",result="hit"})") == 15);
+  assert_true(delta(R"(responses_total{op="get",result="miss"})") == 5);
+  assert_true(delta(R"(responses_total{op="get",result="disconnected"})") == 0);
+  assert_true(delta("upstream_rtt_seconds_count") == 30);
+  assert_true(delta(R"(upstream_rtt_seconds_bucket{le="+Inf"})") == 30);
+  assert_true(delta("upstream_rtt_seconds_sum") > 0);
+  assert_true(metric_value(text, p + "upstream_up") == 1);
+  assert_true(metric_value(text, p + "upstream_backoff") == 0);
+  assert_true(metric_value(text, p + "upstream_connects_total") == 1);
+  assert_true(metric_value(text, p + R"(disconnected_total{reason="no_upstream"})") == 0);
+  // The same names in the statistics line.
+  std::string line = cl.agent_stats();
+  assert_int_equal(stat_value(line, "hits"),
+                   metric_value(text, p + R"(responses_total{op="get",result="hit"})"));
+  assert_int_equal(stat_value(line, "upstream_up"), 1);
+
+  // The server goes: down, waiting out -retry, and a request answered
+  // DISCONNECTED for want of an upstream.
+  cl.kill_server();
+  for (int i = 0; i < 500 && metric_value(text, p + "upstream_up") != 0; ++i) {
+    usleep(10000);
+    text = scrape(port);
+  }
+  assert_true(metric_value(text, p + "upstream_up") == 0);
+  assert_true(metric_value(text, p + "upstream_backoff") == 1);
+  assert_true(metric_value(text, p + "upstream_losses_total") == 1);
+  assert_int_equal(c.have("m1"), kDisconnected);
+  text = scrape(port);
+  assert_true(metric_value(text, p + R"(disconnected_total{reason="no_upstream"})") == 1);
+  assert_true(delta(R"(responses_total{op="have",result="disconnected"})") == 1);
+  assert_true(promtool_ok(text));
+
+  // The -stats file in Prometheus text catches up.
+  std::string file;
+  for (int i = 0; i < 500; ++i) {
+    file = slurp(prom);
+    if (metric_value(file, p + R"(disconnected_total{reason="no_upstream"})") == 1) break;
+    usleep(20000);
+  }
+  assert_true(metric_value(file, p + "upstream_up") == 0);
+  assert_true(promtool_ok(file));
+}
+
 }  // namespace
 
 // Arguments: the cases to run (see dc::test::run_cases).
@@ -258,6 +336,7 @@ int main(int argc, char** argv) {
       cmocka_unit_test(test_listen_path_taken),
       cmocka_unit_test(test_listen_path_of_another_user),
       cmocka_unit_test(test_default_listen_path),
+      cmocka_unit_test(test_metrics),
   };
   return dc::test::run_cases(tests, argc, argv);
 }

@@ -454,8 +454,8 @@ case $scenario in
       sleep 1.1  # the shim's back-off after DISCONNECTED ends: ask the agent again
     done
     line=$(e2e_agent_stats) || e2e_die "no statistics from the agent"
-    (($(e2e_stat "$line" expired) >= 1)) || e2e_die "the agent expired no request: $line"
-    e2e_log "ok: the agent answered at its deadline: $(grep -o ' expired=[0-9]*' <<<"$line")"
+    (($(e2e_stat "$line" disconnected_deadline) >= 1)) || e2e_die "the agent expired no request: $line"
+    e2e_log "ok: the agent answered at its deadline: $(grep -o ' disconnected_deadline=[0-9]*' <<<"$line")"
     kill -CONT "$SERVER_PID"
     ;;
 
@@ -508,6 +508,132 @@ case $scenario in
       e2e_expect_resume Y "$PORT_Y" X "$PORT_X" "$v"
       e2e_expect_no_resume X "$PORT_X" Z "$PORT_Z" "$v"
     done
+    ;;
+
+  secure)
+    # The recommended setup (issue 14's "Done when"): two nginx that verify
+    # client certificates (ssl_verify_client on), the shim with a keyring,
+    # each behind its own agent speaking TLS with a client certificate to a
+    # TLS dc_server. Sessions resume across the instances (TLS 1.2, 1.3);
+    # what dc_server holds for a session contains neither its master key
+    # nor the client's certificate (read back through a third authorized
+    # agent with a raw GET); an agent whose certificate is not from the
+    # cluster's CA gets nothing. (Replaying a stolen entry and injecting a
+    # forged or plaintext one: tests/e2e/test_ssl_api.cc, sections 16, 18.)
+    command -v python3 >/dev/null || { echo "SKIP: python3 is not installed (the raw GET)"; exit 77; }
+    ca() {  # NAME: a self-signed CA
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=$1" \
+        -keyout "$E2E_DIR/$1.key" -out "$E2E_DIR/$1.pem" >/dev/null 2>&1 || e2e_die "openssl req failed"
+    }
+    issue() {  # NAME CN CA [SAN]: a key and certificate signed by CA
+      local ext=()
+      [ -n "${4:-}" ] && { printf 'subjectAltName=%s\n' "$4" >"$E2E_DIR/$1.ext"; ext=(-extfile "$E2E_DIR/$1.ext"); }
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" \
+        -keyout "$E2E_DIR/$1.key" -out "$E2E_DIR/$1.csr" >/dev/null 2>&1 &&
+        openssl x509 -req -in "$E2E_DIR/$1.csr" -CA "$E2E_DIR/$3.pem" -CAkey "$E2E_DIR/$3.key" \
+          -CAcreateserial -days 2 "${ext[@]}" -out "$E2E_DIR/$1.pem" >/dev/null 2>&1 ||
+        e2e_die "cannot issue $1"
+    }
+    ca cluster-ca; ca rogue-ca; ca users-ca
+    issue dc-server localhost cluster-ca "DNS:localhost,IP:127.0.0.1"
+    for a in agentA agentB agentC; do issue "$a" "$a" cluster-ca; done
+    issue rogue rogue rogue-ca
+    issue user alice users-ca
+    umask 077
+    openssl rand -hex 32 >"$E2E_DIR/keys"
+    umask 022
+    tls() { echo -tls-cert "$E2E_DIR/$1.pem" -tls-key "$E2E_DIR/$1.key" -tls-ca "$E2E_DIR/cluster-ca.pem"; }
+    # dc_server: TLS on an IP port (its UNIX socket, plain, is not used here).
+    for try in 1 2 3 4 5; do
+      port=$(e2e_free_listen_port)
+      # shellcheck disable=SC2046  # tls prints separate words on purpose
+      e2e_start_server server "$STATS" -listen "IP:127.0.0.1:$port" $(tls dc-server)
+      e2e_port_open "$port" && kill -0 "$SERVER_PID" 2>/dev/null && break
+      e2e_stop "$SERVER_PID"
+    done
+    SERVER_ADDR=IP:127.0.0.1:$port
+    # shellcheck disable=SC2046
+    e2e_start_agent agentA 2000 $(tls agentA); AGENT_A=$AGENT_ADDR
+    # shellcheck disable=SC2046
+    e2e_start_agent agentB 2000 $(tls agentB); AGENT_B=$AGENT_ADDR
+    # shellcheck disable=SC2046
+    e2e_start_agent agentC 2000 $(tls agentC); AGENT_C=$AGENT_ADDR
+    # shellcheck disable=SC2046
+    e2e_start_agent rogue 2000 -tls-cert "$E2E_DIR/rogue.pem" -tls-key "$E2E_DIR/rogue.key" \
+      -tls-ca "$E2E_DIR/cluster-ca.pem"; AGENT_ROGUE=$AGENT_ADDR
+    verify="ssl_verify_client on; ssl_client_certificate $E2E_DIR/users-ca.pem;"
+    seal=DC_CACHE_SEAL_KEYS="$E2E_DIR/keys"
+    e2e_start_nginx A cert "$verify" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_A" "$TIMEOUT" "$seal"
+    e2e_start_nginx B cert "$verify" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_B" "$TIMEOUT" "$seal"
+    E2E_TLS_ARGS=(-cert "$E2E_DIR/user.pem" -key "$E2E_DIR/user.key")
+    # The agents' upstreams are up once a session crosses; poll, they
+    # connect on their own.
+    e2e_wait_for "the agents' TLS connections" 100 \
+      grep -q "uptime_ms=" "$STATS"
+    both_ways
+    # Control: nginx does verify clients (without a certificate: no answer).
+    with_cert=("${E2E_TLS_ARGS[@]}")
+    E2E_TLS_ARGS=()
+    e2e_tls "$PORT_A" tls1_3 "$E2E_DIR/out.nocert"
+    grep -q "CONNECTED" "$E2E_DIR/out.nocert" && ! e2e_answered A "$E2E_DIR/out.nocert" ||
+      { cat "$E2E_DIR/out.nocert" >&2; e2e_die "nginx A answered a client without a certificate"; }
+    E2E_TLS_ARGS=("${with_cert[@]}")
+    # A raw GET (PROTOCOL.md) on an agent's socket: the payload to OUT.
+    cat >"$E2E_DIR/dc_get.py" <<'PY'
+import socket, sys
+path, sid, out = sys.argv[1], bytes.fromhex(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(10)
+s.connect(path)
+s.sendall((0x00110000).to_bytes(4, "big") + b"\0" + (7).to_bytes(4, "big") + bytes([0, 1, 1]) +
+          len(sid).to_bytes(2, "big") + sid)
+buf, payload = b"", b""
+while True:
+    while len(buf) < 14:
+        chunk = s.recv(65536)
+        if not chunk:
+            sys.exit("connection closed")
+        buf += chunk
+    n = int.from_bytes(buf[12:14], "big")
+    while len(buf) < 14 + n:
+        buf += s.recv(65536)
+    payload += buf[14:14 + n]
+    complete, buf = buf[11], buf[14 + n:]
+    if complete:
+        break
+open(out, "wb").write(payload)
+PY
+    dc_get() { python3 "$E2E_DIR/dc_get.py" "${1#UNIX:}" "$2" "$3" || e2e_die "raw GET on $1 failed"; }
+    sess=$E2E_DIR/sess.secure
+    e2e_session A "$PORT_A" tls1_2 "$sess"
+    text=$(openssl sess_id -in "$sess" -noout -text)
+    sid=$(sed -n 's/^ *Session-ID: *//p' <<<"$text")
+    master=$(sed -n 's/^ *Master-Key: *//p' <<<"$text")
+    [ -n "$sid" ] && [ -n "$master" ] || e2e_die "no Session-ID or Master-Key in the saved session"
+    entry=$E2E_DIR/entry.bin
+    dc_get "$AGENT_C" "$sid" "$entry"
+    hex=$(xxd -p "$entry" | tr -d '\n')
+    [ "${#hex}" -gt 200 ] || e2e_die "dc_server did not hold the session (GET gave '$hex')"
+    [ "${hex:0:2}" = d1 ] || e2e_die "the stored entry is not sealed (first byte 0x${hex:0:2})"
+    cert_hex=$(openssl x509 -in "$E2E_DIR/user.pem" -outform DER | xxd -p | tr -d '\n')
+    cn_hex=$(printf alice | xxd -p)
+    ! grep -qi "${master,,}" <<<"$hex" || e2e_die "the stored entry contains the master key"
+    ! grep -qi "$cert_hex" <<<"$hex" || e2e_die "the stored entry contains the client certificate"
+    ! grep -qi "$cn_hex" <<<"$hex" || e2e_die "the stored entry contains the client's name"
+    e2e_log "ok: dc_server holds ${#hex} hex digits for the session, sealed (0xD1): no master key, no client certificate"
+    r=$(e2e_try_resume B "$PORT_B" tls1_2 "$sess")
+    [ "$r" = Reused ] || e2e_die "the session read back did not resume on B (got '$r')"
+    # The agent with a certificate from another CA gets nothing.
+    printf -v got '%s' ""
+    dc_get "$AGENT_ROGUE" "$sid" "$E2E_DIR/rogue.bin"
+    got=$(xxd -p "$E2E_DIR/rogue.bin")
+    [ "$got" = 02 ] || e2e_die "the rogue agent was answered '$got', not DISCONNECTED"
+    grep -q "TLS handshake failed" "$E2E_DIR/rogue.log" || e2e_die "the rogue agent did not say why"
+    e2e_wait_for "dc_server's refusal line" 150 grep -q "refused .*TLS client" "$E2E_DIR/server.log" ||
+      e2e_die "dc_server did not log the refused agent"
+    line=$(e2e_server_stats "$STATS")
+    (($(e2e_stat "$line" tls_refused) >= 1)) || e2e_die "dc_server counted no refusal: $line"
+    e2e_log "ok: an agent with another CA's certificate got DISCONNECTED; dc_server refused it"
     ;;
 
   *)

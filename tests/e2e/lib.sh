@@ -95,16 +95,18 @@ e2e_free_port() {
   done
 }
 
-# e2e_start_server NAME [STATS]: starts dc_server on UNIX:$E2E_DIR/NAME.sock;
-# with STATS, it rewrites its counters to that file every 50 ms (read them
-# with e2e_server_stats). Sets SERVER_PID and SERVER_ADDR.
+# e2e_start_server NAME [STATS [FLAGS...]]: starts dc_server on
+# UNIX:$E2E_DIR/NAME.sock (plus what FLAGS add, e.g. another -listen); with
+# STATS (may be ""), it rewrites its counters to that file every 50 ms (read
+# them with e2e_server_stats). Sets SERVER_PID and SERVER_ADDR.
 e2e_start_server() {
   local name=${1:-server} stats=()
   local pidfile=$E2E_DIR/$name.pid
   [ -n "${2:-}" ] && stats=(-stats "$2" -stats-interval 50)
+  shift 2 2>/dev/null || shift $#
   rm -f "$pidfile"
   SERVER_ADDR=UNIX:$E2E_DIR/$name.sock
-  "$DC_SERVER" -listen "$SERVER_ADDR" -sockperms 0666 -pidfile "$pidfile" "${stats[@]}" \
+  "$DC_SERVER" -listen "$SERVER_ADDR" -sockperms 0666 -pidfile "$pidfile" "${stats[@]}" "$@" \
     >>"$E2E_DIR/$name.log" 2>&1 &
   SERVER_PID=$!
   E2E_PIDS+=("$SERVER_PID")
@@ -112,16 +114,18 @@ e2e_start_server() {
     { cat "$E2E_DIR/$name.log" >&2; e2e_die "dc_server did not start"; }
 }
 
-# e2e_start_agent NAME [TIMEOUT_MS]: starts the dc_client agent on
-# UNIX:$E2E_DIR/NAME.sock, connected to $SERVER_ADDR, with the deadline
-# TIMEOUT_MS (default 2000). Sets AGENT_PID and AGENT_ADDR.
+# e2e_start_agent NAME [TIMEOUT_MS [FLAGS...]]: starts the dc_client agent
+# on UNIX:$E2E_DIR/NAME.sock, connected to $SERVER_ADDR, with the deadline
+# TIMEOUT_MS (default 2000) and FLAGS (e.g. -tls-*). Sets AGENT_PID and
+# AGENT_ADDR.
 e2e_start_agent() {
   local name=${1:-agent} timeout=${2:-2000}
   local pidfile=$E2E_DIR/$name.pid
+  shift 2 2>/dev/null || shift $#
   rm -f "$pidfile"
   AGENT_ADDR=UNIX:$E2E_DIR/$name.sock
   "$DC_AGENT" -listen "$AGENT_ADDR" -server "$SERVER_ADDR" -sockperms 0666 -retry 200 \
-    -timeout "$timeout" -pidfile "$pidfile" >>"$E2E_DIR/$name.log" 2>&1 &
+    -timeout "$timeout" -pidfile "$pidfile" "$@" >>"$E2E_DIR/$name.log" 2>&1 &
   AGENT_PID=$!
   E2E_PIDS+=("$AGENT_PID")
   e2e_wait_for "dc_client to listen" 100 test -s "$pidfile" ||
@@ -311,13 +315,15 @@ e2e_make_cert() {
 # e2e_tls PORT VERSION OUT [s_client args...]: one TLS connection with
 # `openssl s_client` (tls1_2 or tls1_3), sending an HTTP/1.0 request and
 # reading until the server closes, so that TLS 1.3 tickets (sent after the
-# handshake) are received before it exits. Output in OUT.
+# handshake) are received before it exits. Output in OUT. The array
+# E2E_TLS_ARGS, when set, adds s_client arguments to every connection
+# (e.g. a client certificate).
 e2e_tls() {
   local port=$1 ver=$2 out=$3
   shift 3
   printf '%b' "${E2E_REQUEST:-GET / HTTP/1.0\r\n\r\n}" |
     timeout 30 openssl s_client -connect "127.0.0.1:$port" -servername localhost "-$ver" \
-      -ign_eof "$@" >"$out" 2>&1
+      -ign_eof ${E2E_TLS_ARGS[@]+"${E2E_TLS_ARGS[@]}"} "$@" >"$out" 2>&1
 }
 
 # e2e_result OUT: "New" or "Reused" (what s_client printed), "" if neither.

@@ -2,7 +2,8 @@
 // the usage, exit 2), clean exit on SIGTERM/SIGINT removing the socket
 // file, -killable, a stale socket file replaced and a live one refused,
 // -daemon with -pidfile, -sockperms, -user, and the statistics (-stats
-// file, SIGHUP, -progress lines).
+// file, SIGHUP, -progress lines), and -metrics (counts, promtool, and what
+// a hostile HTTP client cannot do to it).
 #include <grp.h>
 #include <pwd.h>
 #include <sys/socket.h>
@@ -10,8 +11,11 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstring>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "server_fixture.h"
@@ -65,6 +69,9 @@ void test_bad_flags_exit_2(void**) {
   expect_bad({"-listen", "UNIX:/tmp/x", "-user", "no-such-user-here"}, "-user");
   expect_bad({"-listen", "UNIX:/tmp/x", "-sockgroup", "no-such-group-here"}, "-sockgroup");
   expect_bad({"-listen", "UNIX:/tmp/x", "-pidfile"}, "-pidfile: missing value");
+  expect_bad({"-listen", "UNIX:/tmp/x", "-stats-format", "json"}, "-stats-format: \"json\"");
+  expect_bad({"-listen", "UNIX:/tmp/x", "-metrics", "UNIX:/tmp/m"}, "-metrics");
+  expect_bad({"-listen", "UNIX:/tmp/x", "-metrics", "IP:99999"}, "-metrics");
   // Help is not an error.
   for (const char* h : {"-h", "-help", "-?", "--help"}) {
     std::string out;
@@ -281,6 +288,141 @@ void test_statistics(void**) {
   assert_true(s.proc().running());
 }
 
+// -metrics and -stats-format prom: a known load moves the counters by
+// exactly what it did, under the same names as the statistics line, and
+// both the endpoint and the file pass promtool.
+void test_metrics_counts(void**) {
+  TempDir d;
+  std::string prom = d.file("dc_server.prom");
+  uint16_t port = free_tcp_port();
+  ServerProc s({"-metrics", "IP:127.0.0.1:" + std::to_string(port), "-stats", prom, "-stats-format",
+                "prom", "-stats-interval", "50"});
+  RawConn c = s.client();
+  // 10 ADDs, then 20 GETs of which 15 hit.
+  for (int k = 0; k < 10; ++k)
+    assert_int_equal(c.add("m" + std::to_string(k), "data-" + std::to_string(k), 60000), 0);
+  for (int k = 0; k < 20; ++k) {
+    bool hit = k < 15;
+    std::string id = hit ? "m" + std::to_string(k % 10) : "absent" + std::to_string(k);
+    std::optional<std::string> got = c.get(id);
+    assert_true(got.has_value());
+    assert_string_equal(got->c_str(), hit ? ("data-" + std::to_string(k % 10)).c_str() : "");
+  }
+  std::string text = scrape(port);
+  fprintf(stderr, "%s", text.c_str());
+  assert_true(promtool_ok(text));
+  const std::string p = "distcache_server_";
+  assert_true(metric_value(text, p + R"(requests_total{op="add"})") == 10);
+  assert_true(metric_value(text, p + R"(requests_total{op="get"})") == 20);
+  assert_true(metric_value(text, p + R"(requests_total{op="remove"})") == 0);
+  assert_true(metric_value(text, p + R"(responses_total{op="get",result="hit"})") == 15);
+  assert_true(metric_value(text, p + R"(responses_total{op="get",result="miss"})") == 5);
+  assert_true(metric_value(text, p + R"(responses_total{op="add",result="ok"})") == 10);
+  assert_true(metric_value(text, p + "sessions") == 10);
+  assert_true(metric_value(text, p + "connections") == 1);
+  assert_true(metric_value(text, p + "evictions_total") == 0);
+  assert_true(metric_value(text, p + "protocol_errors_total") == 0);
+
+  // The same numbers under the table's keys in the statistics line.
+  assert_true(s.proc().signal(SIGHUP));
+  std::string line;
+  for (int i = 0; i < 500 && line.empty(); ++i) {
+    std::string log = s.log();
+    size_t at = log.rfind("dc_server: uptime_ms=");
+    if (at != std::string::npos) line = log.substr(at, log.find('\n', at) - at);
+    if (line.empty()) usleep(10000);
+  }
+  assert_int_equal(stat_value(line, "add"), 10);
+  assert_int_equal(stat_value(line, "get"), 20);
+  assert_int_equal(stat_value(line, "hits"), 15);
+  assert_int_equal(stat_value(line, "misses"), 5);
+  assert_int_equal(stat_value(line, "add_ok"), 10);
+  assert_int_equal(stat_value(line, "sessions"), 10);
+
+  // The -stats file in Prometheus text, for node_exporter's textfile collector.
+  std::string file;
+  for (int i = 0; i < 500; ++i) {
+    file = read_file(prom);
+    if (metric_value(file, p + R"(requests_total{op="get"})") == 20) break;
+    usleep(20000);
+  }
+  assert_true(metric_value(file, p + R"(responses_total{op="get",result="hit"})") == 15);
+  assert_true(promtool_ok(file));
+  assert_false(exists(prom + ".tmp"));  // renamed into place, nothing left behind
+}
+
+// What the metrics port must survive: other paths and methods (404), a
+// request that is not HTTP, one of 64 KB of headers, one trickled for
+// longer than a second, more connections than it serves at once; meanwhile
+// a cache client keeps getting its answers and the daemon stays up.
+void test_metrics_hostile(void**) {
+  uint16_t port = free_tcp_port();
+  ServerProc s({"-metrics", "IP:127.0.0.1:" + std::to_string(port)});
+  RawConn c = s.client();
+  assert_int_equal(c.add("h", "hostile-data", 600000), 0);
+  auto still_serving = [&] {
+    std::optional<std::string> got = c.get("h");
+    assert_true(got.has_value());
+    assert_string_equal(got->c_str(), "hostile-data");
+    assert_true(s.proc().running());
+  };
+  auto starts = [](const HttpResult& r, const char* status) {
+    if (!r.closed || r.response.rfind(status, 0) != 0)
+      fail_msg("expected \"%s\" and a close, got (%s):\n%s", status, r.closed ? "closed" : "open",
+               r.response.c_str());
+  };
+  starts(http_exchange(port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "HTTP/1.1 404 ");
+  starts(http_exchange(port, "GET /metricsx HTTP/1.1\r\n\r\n"), "HTTP/1.1 404 ");
+  starts(http_exchange(port, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+         "HTTP/1.1 404 ");
+  starts(http_exchange(port, "GET /metrics?x=1 HTTP/1.0\r\n\r\n"), "HTTP/1.1 200 ");
+  starts(http_exchange(port, std::string("\x16\x03\x01\x02\x05 junk\r\n\r\n")), "HTTP/1.1 400 ");
+  still_serving();
+
+  // 64 KB of headers: closed once past the bound, without an answer.
+  std::string big = "GET /metrics HTTP/1.1\r\n";
+  while (big.size() < 65536) big += "X-Pad: " + std::string(100, 'a') + "\r\n";
+  big += "\r\n";
+  HttpResult r = http_exchange(port, big, 5000);
+  assert_true(r.closed);
+  assert_true(r.response.find("200 OK") == std::string::npos);
+  still_serving();
+
+  // A request trickled a byte per 100 ms (whole after about 4 s) is closed
+  // at the 1 s bound; the cache answers promptly all along.
+  HttpResult slow;
+  std::thread t([&] {
+    slow = http_exchange(port, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 6000, 1, 100);
+  });
+  int64_t until = now_ms() + 1500, worst = 0;
+  while (now_ms() < until) {
+    int64_t t0 = now_ms();
+    still_serving();
+    worst = std::max(worst, now_ms() - t0);
+    usleep(20000);
+  }
+  t.join();
+  if (!slow.closed || slow.took_ms > 2500 || slow.response.find("200 OK") != std::string::npos)
+    fail_msg("slow request: %s after %lld ms, got:\n%s", slow.closed ? "closed" : "open",
+             (long long)slow.took_ms, slow.response.c_str());
+  if (worst > 500)
+    fail_msg("a cache answer took %lld ms during the slow request", (long long)worst);
+
+  // More idle connections than it serves at once: all are closed within
+  // about the 1 s bound (the excess at once), and the cache is unharmed.
+  std::vector<RawConn> idle(40);
+  for (RawConn& i : idle) assert_true(i.connect(addr("IP:127.0.0.1:" + std::to_string(port))));
+  still_serving();
+  for (RawConn& i : idle) assert_true(i.wait_closed(3000));
+  still_serving();
+
+  // And it still answers scrapes, which count what the cache did.
+  std::string text = scrape(port);
+  assert_true(metric_value(text, R"(distcache_server_responses_total{op="get",result="hit"})") >=
+              4);
+  assert_true(promtool_ok(text));
+}
+
 }  // namespace
 
 // Arguments: the cases to run (see dc::test::run_cases).
@@ -294,6 +436,8 @@ int main(int argc, char** argv) {
       cmocka_unit_test(test_sockperms),
       cmocka_unit_test(test_sockowner_and_user),
       cmocka_unit_test(test_statistics),
+      cmocka_unit_test(test_metrics_counts),
+      cmocka_unit_test(test_metrics_hostile),
   };
   return dc::test::run_cases(tests, argc, argv);
 }

@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -360,6 +361,77 @@ int RawConn::remove(const std::string& id) {
 int RawConn::have(const std::string& id) {
   auto r = call(proto::Op::have, bytes(id));
   return r && r->size() == 1 ? (*r)[0] : -1;
+}
+
+HttpResult http_exchange(uint16_t port, const std::string& request, int timeout_ms, size_t chunk,
+                         int gap_ms) {
+  HttpResult r;
+  int64_t start = now_ms(), deadline = start + timeout_ms;
+  RawConn c;
+  if (!c.connect(addr("IP:127.0.0.1:" + std::to_string(port)), timeout_ms)) return r;
+  r.connected = true;
+  auto bytes_of = [](const std::string& s, size_t off, size_t n) {
+    return proto::Bytes(reinterpret_cast<const uint8_t*>(s.data()) + off, n);
+  };
+  size_t step = chunk ? chunk : request.size();
+  for (size_t off = 0; off < request.size(); off += step) {
+    // A send that fails means the peer closed already: read what it said.
+    if (!c.send_raw(bytes_of(request, off, std::min(step, request.size() - off)), left(deadline)))
+      break;
+    if (chunk && gap_ms) {
+      pollfd p{c.fd(), POLLIN, 0};
+      if (poll(&p, 1, gap_ms) > 0) break;  // it answered or closed before the rest
+    }
+  }
+  char buf[4096];
+  for (;;) {
+    pollfd p{c.fd(), POLLIN, 0};
+    int n = poll(&p, 1, left(deadline));
+    if (n <= 0) break;  // timeout
+    ssize_t got = ::recv(c.fd(), buf, sizeof buf, 0);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      r.closed = true;
+      break;
+    }
+    r.response.append(buf, size_t(got));
+  }
+  r.took_ms = now_ms() - start;
+  return r;
+}
+
+std::string scrape(uint16_t port) {
+  HttpResult r = http_exchange(port, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  size_t body = r.response.find("\r\n\r\n");
+  if (!r.closed || r.response.rfind("HTTP/1.1 200 ", 0) != 0 || body == std::string::npos) {
+    std::fprintf(stderr, "scrape of port %u: %s, got:\n%s\n", unsigned(port),
+                 r.closed ? "closed" : "not closed", r.response.c_str());
+    return "";
+  }
+  return r.response.substr(body + 4);
+}
+
+double metric_value(const std::string& text, const std::string& series) {
+  std::string pat = "\n" + series + " ";
+  std::string padded = "\n" + text;
+  size_t at = padded.find(pat);
+  if (at == std::string::npos) return -1;
+  return std::strtod(padded.c_str() + at + pat.size(), nullptr);
+}
+
+bool promtool_ok(const std::string& text) {
+  const char* promtool = std::getenv("PROMTOOL");
+  if (!promtool || !*promtool) {
+    std::fprintf(stderr, "note: promtool not found, the exposition format is not checked by it\n");
+    return true;
+  }
+  TempDir d;
+  std::string file = d.file("metrics.txt");
+  std::ofstream(file) << text;
+  std::string out;
+  int rc = run({"/bin/sh", "-c", std::string(promtool) + " check metrics < " + file}, out, 30000);
+  if (rc != 0) std::fprintf(stderr, "promtool check metrics: exit %d\n%s\n", rc, out.c_str());
+  return rc == 0;
 }
 
 }  // namespace dc::test

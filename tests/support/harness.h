@@ -132,6 +132,32 @@ class RawConn {
   std::string error_;
 };
 
+// ---- The -metrics endpoint (HTTP) ----
+
+// What one HTTP exchange on 127.0.0.1:`port` brought: everything the peer
+// sent until it closed, and whether it closed within the time.
+struct HttpResult {
+  bool connected = false;
+  bool closed = false;  // the peer closed (EOF or reset) before timeout_ms
+  std::string response;
+  int64_t took_ms = 0;  // from connect to close (or timeout)
+};
+// Connects, sends `request` (in pieces of `chunk` bytes `gap_ms` apart
+// when chunk > 0: a slow client), then reads until the peer closes or
+// timeout_ms passes since the connect.
+HttpResult http_exchange(uint16_t port, const std::string& request, int timeout_ms = 5000,
+                         size_t chunk = 0, int gap_ms = 0);
+// GET /metrics; the body of a 200 answer, or "" (printing what came) on
+// anything else.
+std::string scrape(uint16_t port);
+// The value of the series `series` (e.g. `x_total{op="get"}`) in Prometheus
+// text, or -1 when it is not there.
+double metric_value(const std::string& text, const std::string& series);
+// Runs `promtool check metrics` on `text` when $PROMTOOL names it (meson sets
+// it when promtool is installed): true when it passes; prints why not. True,
+// with a note, when there is no promtool.
+bool promtool_ok(const std::string& text);
+
 // Builds an ADD request payload.
 std::vector<uint8_t> add_payload(const std::string& id, const std::string& data,
                                  uint32_t timeout_ms);
