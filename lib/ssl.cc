@@ -37,13 +37,21 @@ namespace {
 // ---- configuration set by an interposer ----
 
 RealFns g_real = {
+    .ctx_new = &::SSL_CTX_new,
+    .ctx_new_ex = &::SSL_CTX_new_ex,
+    .ctx_ctrl = &::SSL_CTX_ctrl,
+    .ctx_callback_ctrl = &::SSL_CTX_callback_ctrl,
+    .ssl_new = &::SSL_new,
+    .set_connect_state = &::SSL_set_connect_state,
+    .set_accept_state = &::SSL_set_accept_state,
+    .connect = &::SSL_connect,
+    .clear_options = &::SSL_clear_options,
     .sess_set_new_cb = &::SSL_CTX_sess_set_new_cb,
     .sess_set_get_cb = &::SSL_CTX_sess_set_get_cb,
     .sess_set_remove_cb = &::SSL_CTX_sess_set_remove_cb,
     .sess_get_new_cb = &::SSL_CTX_sess_get_new_cb,
     .sess_get_get_cb = &::SSL_CTX_sess_get_get_cb,
     .sess_get_remove_cb = &::SSL_CTX_sess_get_remove_cb,
-    .clear_options = &::SSL_clear_options,
     .set_ticket_key_cb = &::SSL_CTX_set_tlsext_ticket_key_evp_cb,
 };
 LogFn g_log_fn = nullptr;
@@ -914,15 +922,12 @@ bool install(SSL_CTX* ctx, std::unique_ptr<Backend> backend, TicketPolicy policy
 
 // ---- ssl_attach.h ----
 
+const RealFns& real() {
+  return g_real;
+}
+
 void set_real_fns(const RealFns& fns) {
-  if (fns.sess_set_new_cb) g_real.sess_set_new_cb = fns.sess_set_new_cb;
-  if (fns.sess_set_get_cb) g_real.sess_set_get_cb = fns.sess_set_get_cb;
-  if (fns.sess_set_remove_cb) g_real.sess_set_remove_cb = fns.sess_set_remove_cb;
-  if (fns.sess_get_new_cb) g_real.sess_get_new_cb = fns.sess_get_new_cb;
-  if (fns.sess_get_get_cb) g_real.sess_get_get_cb = fns.sess_get_get_cb;
-  if (fns.sess_get_remove_cb) g_real.sess_get_remove_cb = fns.sess_get_remove_cb;
-  if (fns.clear_options) g_real.clear_options = fns.clear_options;
-  if (fns.set_ticket_key_cb) g_real.set_ticket_key_cb = fns.set_ticket_key_cb;
+  g_real = fns;
 }
 
 const char* to_string(LogLevel l) {
@@ -974,7 +979,6 @@ const char* to_string(TicketPolicy p) {
 bool attach_shared(SSL_CTX* ctx, std::shared_ptr<Target> target, TicketPolicy policy,
                    unsigned epoch_s, std::unique_ptr<const seal::Keyring> keyring,
                    std::string& err) {
-  if (attachment(ctx) != nullptr) return true;
   if (!install(ctx, std::make_unique<TargetBackend>(std::move(target)), policy, epoch_s, true)) {
     err = t_last_error;
     return false;

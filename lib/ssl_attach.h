@@ -25,20 +25,33 @@ using RemoveCb = void (*)(SSL_CTX*, SSL_SESSION*);
 using TicketKeyCb = int (*)(SSL*, unsigned char*, unsigned char*, EVP_CIPHER_CTX*, EVP_MAC_CTX*,
                             int);
 
-// The OpenSSL functions the glue calls that an interposer may replace.
+// Every OpenSSL function the shim interposes, in one table: the shim fills
+// it with the real functions (dlsym(RTLD_NEXT, ...)) and forwards through
+// it; the glue calls the ones it needs through it too, so that it never
+// reaches an interposer. Without an interposer it holds OpenSSL's own.
 struct RealFns {
-  void (*sess_set_new_cb)(SSL_CTX*, NewCb) = nullptr;
-  void (*sess_set_get_cb)(SSL_CTX*, GetCb) = nullptr;
-  void (*sess_set_remove_cb)(SSL_CTX*, RemoveCb) = nullptr;
-  NewCb (*sess_get_new_cb)(SSL_CTX*) = nullptr;
-  GetCb (*sess_get_get_cb)(SSL_CTX*) = nullptr;
-  RemoveCb (*sess_get_remove_cb)(SSL_CTX*) = nullptr;
-  uint64_t (*clear_options)(SSL*, uint64_t) = nullptr;
-  int (*set_ticket_key_cb)(SSL_CTX*, TicketKeyCb) = nullptr;
+  SSL_CTX* (*ctx_new)(const SSL_METHOD*);
+  SSL_CTX* (*ctx_new_ex)(OSSL_LIB_CTX*, const char*, const SSL_METHOD*);
+  long (*ctx_ctrl)(SSL_CTX*, int, long, void*);
+  long (*ctx_callback_ctrl)(SSL_CTX*, int, void (*)(void));
+  SSL* (*ssl_new)(SSL_CTX*);
+  void (*set_connect_state)(SSL*);
+  void (*set_accept_state)(SSL*);
+  int (*connect)(SSL*);
+  uint64_t (*clear_options)(SSL*, uint64_t);
+  void (*sess_set_new_cb)(SSL_CTX*, NewCb);
+  void (*sess_set_get_cb)(SSL_CTX*, GetCb);
+  void (*sess_set_remove_cb)(SSL_CTX*, RemoveCb);
+  NewCb (*sess_get_new_cb)(SSL_CTX*);
+  GetCb (*sess_get_get_cb)(SSL_CTX*);
+  RemoveCb (*sess_get_remove_cb)(SSL_CTX*);
+  int (*set_ticket_key_cb)(SSL_CTX*, TicketKeyCb);
 };
 
-// Replaces the functions the glue calls (a null member keeps OpenSSL's own).
-// Call once, before the first attach.
+// The table in use.
+const RealFns& real();
+
+// Replaces the whole table. Call once, before the first attach.
 void set_real_fns(const RealFns& fns);
 
 enum class LogLevel : uint8_t { off = 0, error = 1, info = 2, debug = 3 };
@@ -59,10 +72,11 @@ class Target;
 // set when the address is malformed or cannot be resolved.
 std::shared_ptr<Target> make_target(const std::string& addr, unsigned timeout_ms, std::string& err);
 
-// Attaches `target` to ctx unless ctx is attached already (an interposer
-// may see one context twice: SSL_CTX_new calls SSL_CTX_new_ex), sealing
-// entries with `keyring` when it is not null. The ticket policy is left to
-// the caller, per connection (apply_ticket_policy).
+// Attaches `target` to ctx, which the caller found unattached (is_attached:
+// an interposer sees one context twice, as SSL_CTX_new calls
+// SSL_CTX_new_ex), sealing entries with `keyring` when it is not null. The
+// ticket policy is applied per connection by the caller
+// (apply_ticket_policy).
 // Returns false with `err` set on failure.
 // DC_CACHE_TICKETS. stateful: SSL_OP_NO_TICKET on server connections, every
 // session through the cache; keep: the application's own settings; shared:

@@ -50,25 +50,6 @@ using ssl::LogLevel;
 
 // ---- the real OpenSSL functions ----
 
-struct Real {
-  SSL_CTX* (*ctx_new)(const SSL_METHOD*) = nullptr;
-  SSL_CTX* (*ctx_new_ex)(OSSL_LIB_CTX*, const char*, const SSL_METHOD*) = nullptr;
-  long (*ctx_ctrl)(SSL_CTX*, int, long, void*) = nullptr;
-  SSL* (*ssl_new)(SSL_CTX*) = nullptr;
-  void (*set_connect_state)(SSL*) = nullptr;
-  void (*set_accept_state)(SSL*) = nullptr;
-  int (*connect)(SSL*) = nullptr;
-  uint64_t (*clear_options)(SSL*, uint64_t) = nullptr;
-  void (*set_new_cb)(SSL_CTX*, ssl::NewCb) = nullptr;
-  void (*set_get_cb)(SSL_CTX*, ssl::GetCb) = nullptr;
-  void (*set_remove_cb)(SSL_CTX*, ssl::RemoveCb) = nullptr;
-  ssl::NewCb (*get_new_cb)(SSL_CTX*) = nullptr;
-  ssl::GetCb (*get_get_cb)(SSL_CTX*) = nullptr;
-  ssl::RemoveCb (*get_remove_cb)(SSL_CTX*) = nullptr;
-  int (*set_ticket_key_cb)(SSL_CTX*, ssl::TicketKeyCb) = nullptr;
-  long (*ctx_callback_ctrl)(SSL_CTX*, int, void (*)(void)) = nullptr;
-};
-
 template <typename F>
 void resolve(F& fn, const char* name) {
   fn = reinterpret_cast<F>(dlsym(RTLD_NEXT, name));
@@ -80,28 +61,32 @@ void resolve(F& fn, const char* name) {
   }
 }
 
-const Real& real() {
-  static const Real r = [] {
-    Real x;
+// The real functions, found once, at the first interposed call, and handed
+// to the glue (ssl_attach.h): the one table both use.
+const ssl::RealFns& real() {
+  static const bool resolved = [] {
+    ssl::RealFns x;
     resolve(x.ctx_new, "SSL_CTX_new");
     resolve(x.ctx_new_ex, "SSL_CTX_new_ex");
     resolve(x.ctx_ctrl, "SSL_CTX_ctrl");
+    resolve(x.ctx_callback_ctrl, "SSL_CTX_callback_ctrl");
     resolve(x.ssl_new, "SSL_new");
     resolve(x.set_connect_state, "SSL_set_connect_state");
     resolve(x.set_accept_state, "SSL_set_accept_state");
     resolve(x.connect, "SSL_connect");
     resolve(x.clear_options, "SSL_clear_options");
-    resolve(x.set_new_cb, "SSL_CTX_sess_set_new_cb");
-    resolve(x.set_get_cb, "SSL_CTX_sess_set_get_cb");
-    resolve(x.set_remove_cb, "SSL_CTX_sess_set_remove_cb");
-    resolve(x.get_new_cb, "SSL_CTX_sess_get_new_cb");
-    resolve(x.get_get_cb, "SSL_CTX_sess_get_get_cb");
-    resolve(x.get_remove_cb, "SSL_CTX_sess_get_remove_cb");
+    resolve(x.sess_set_new_cb, "SSL_CTX_sess_set_new_cb");
+    resolve(x.sess_set_get_cb, "SSL_CTX_sess_set_get_cb");
+    resolve(x.sess_set_remove_cb, "SSL_CTX_sess_set_remove_cb");
+    resolve(x.sess_get_new_cb, "SSL_CTX_sess_get_new_cb");
+    resolve(x.sess_get_get_cb, "SSL_CTX_sess_get_get_cb");
+    resolve(x.sess_get_remove_cb, "SSL_CTX_sess_get_remove_cb");
     resolve(x.set_ticket_key_cb, "SSL_CTX_set_tlsext_ticket_key_evp_cb");
-    resolve(x.ctx_callback_ctrl, "SSL_CTX_callback_ctrl");
-    return x;
+    ssl::set_real_fns(x);
+    return true;
   }();
-  return r;
+  (void)resolved;
+  return ssl::real();
 }
 
 // ---- configuration from the environment ----
@@ -243,16 +228,7 @@ Config load_config() {
     return c;
   }
 
-  ssl::RealFns fns;
-  fns.sess_set_new_cb = real().set_new_cb;
-  fns.sess_set_get_cb = real().set_get_cb;
-  fns.sess_set_remove_cb = real().set_remove_cb;
-  fns.sess_get_new_cb = real().get_new_cb;
-  fns.sess_get_get_cb = real().get_get_cb;
-  fns.sess_get_remove_cb = real().get_remove_cb;
-  fns.clear_options = real().clear_options;
-  fns.set_ticket_key_cb = real().set_ticket_key_cb;
-  ssl::set_real_fns(fns);
+  (void)real();  // the glue calls the real functions from here on
   ssl::set_log(log_sink, c.log);
   c.enabled = true;
   log(LogLevel::info, "distributed cache %s, tickets %s, timeout %u ms, %s", addr,
@@ -435,28 +411,28 @@ DC_SHIM_EXPORT uint64_t SSL_clear_options(SSL* s, uint64_t op) {
 // context (ours stay installed), installed as usual on any other; the
 // getters give the application back what it set, never ours.
 DC_SHIM_EXPORT void SSL_CTX_sess_set_new_cb(SSL_CTX* ctx, ssl::NewCb cb) {
-  if (!config().enabled || !ssl::set_app_new_cb(ctx, cb)) real().set_new_cb(ctx, cb);
+  if (!config().enabled || !ssl::set_app_new_cb(ctx, cb)) real().sess_set_new_cb(ctx, cb);
 }
 
 DC_SHIM_EXPORT void SSL_CTX_sess_set_get_cb(SSL_CTX* ctx, ssl::GetCb cb) {
-  if (!config().enabled || !ssl::set_app_get_cb(ctx, cb)) real().set_get_cb(ctx, cb);
+  if (!config().enabled || !ssl::set_app_get_cb(ctx, cb)) real().sess_set_get_cb(ctx, cb);
 }
 
 DC_SHIM_EXPORT void SSL_CTX_sess_set_remove_cb(SSL_CTX* ctx, ssl::RemoveCb cb) {
-  if (!config().enabled || !ssl::set_app_remove_cb(ctx, cb)) real().set_remove_cb(ctx, cb);
+  if (!config().enabled || !ssl::set_app_remove_cb(ctx, cb)) real().sess_set_remove_cb(ctx, cb);
 }
 
 DC_SHIM_EXPORT ssl::NewCb SSL_CTX_sess_get_new_cb(SSL_CTX* ctx) {
   ssl::NewCb cb = nullptr;
-  return config().enabled && ssl::get_app_new_cb(ctx, cb) ? cb : real().get_new_cb(ctx);
+  return config().enabled && ssl::get_app_new_cb(ctx, cb) ? cb : real().sess_get_new_cb(ctx);
 }
 
 DC_SHIM_EXPORT ssl::GetCb SSL_CTX_sess_get_get_cb(SSL_CTX* ctx) {
   ssl::GetCb cb = nullptr;
-  return config().enabled && ssl::get_app_get_cb(ctx, cb) ? cb : real().get_get_cb(ctx);
+  return config().enabled && ssl::get_app_get_cb(ctx, cb) ? cb : real().sess_get_get_cb(ctx);
 }
 
 DC_SHIM_EXPORT ssl::RemoveCb SSL_CTX_sess_get_remove_cb(SSL_CTX* ctx) {
   ssl::RemoveCb cb = nullptr;
-  return config().enabled && ssl::get_app_remove_cb(ctx, cb) ? cb : real().get_remove_cb(ctx);
+  return config().enabled && ssl::get_app_remove_cb(ctx, cb) ? cb : real().sess_get_remove_cb(ctx);
 }
