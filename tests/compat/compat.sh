@@ -190,26 +190,31 @@ http {
 CONF
 }
 
-# haproxy: 4 threads, workers as user haproxy, TLS terminated on the bind
-# line, a fixed HTTP answer.
+# haproxy: examples/compat/haproxy.cfg itself (4 threads, workers as user
+# haproxy, TLS terminated on the bind line, a fixed HTTP answer), with this
+# test's port, certificate and name put in.
+examples=$here/../../examples/compat
 start_haproxy() {
   local name=$1 port=$2 d=$E2E_DIR/$1
-  cat >"$d/haproxy.cfg" <<CONF
-global
-    nbthread 4
-    user haproxy
-    group haproxy
-    ssl-default-bind-options ssl-min-ver TLSv1.2
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend www
-    bind 127.0.0.1:$port ssl crt $E2E_DIR/cert.combined.pem
-    http-request return status 200 content-type text/plain string "hello from $name\n"
-CONF
+  sed -e "s#bind :443 ssl crt /etc/haproxy/certs/example.org.pem#bind 127.0.0.1:$port ssl crt $E2E_DIR/cert.combined.pem#" \
+    -e "s#hello from haproxy#hello from $name#" "$examples/haproxy.cfg" >"$d/haproxy.cfg"
+  grep -q "127.0.0.1:$port" "$d/haproxy.cfg" || e2e_die "examples/compat/haproxy.cfg changed: update the test"
   env "${SHIM_ENV[@]}" haproxy -db -f "$d/haproxy.cfg" >"$d/stderr.log" 2>&1 </dev/null &
+}
+
+# nginx (http): examples/compat/nginx-http.conf itself, with this test's
+# port, certificate, name and paths put in (logs and temporary files in the
+# test's directory).
+nginx_http_example_conf() {  # NAME PORT CERT EXTRA (see E2E_NGINX_CONF in lib.sh)
+  local name=$1 port=$2 cert=$3 d=$E2E_DIR/$1
+  mkdir -p "$d"
+  sed -e "s#listen 443 ssl;#listen 127.0.0.1:$port ssl;#" \
+    -e "s#/etc/ssl/example.org/fullchain.pem#$E2E_DIR/$cert.pem#" \
+    -e "s#/etc/ssl/example.org/privkey.pem#$E2E_DIR/$cert.key#" \
+    -e "s#hello from nginx#hello from $name#" \
+    -e "s#^http {#http {\n    access_log off;\n    client_body_temp_path $d/body;\n    proxy_temp_path $d/proxy;\n    fastcgi_temp_path $d/fastcgi;\n    uwsgi_temp_path $d/uwsgi;\n    scgi_temp_path $d/scgi;#" \
+    "$examples/nginx-http.conf" >"$d/nginx.conf"
+  grep -q "127.0.0.1:$port" "$d/nginx.conf" || e2e_die "examples/compat/nginx-http.conf changed: update the test"
 }
 
 # apache2 with mod_ssl and the event MPM, children as www-data, its own
@@ -354,6 +359,7 @@ case $scenario in
   nginx_http)
     need nginx
     start_cache
+    E2E_NGINX_CONF=nginx_http_example_conf
     e2e_start_nginx A cert "" "${SHIM_ENV[@]}"
     e2e_start_nginx B cert "" "${SHIM_ENV[@]}"
     both_ways A B "exited on signal"
