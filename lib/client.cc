@@ -32,7 +32,7 @@ namespace {
 using dc::client::Err;
 namespace proto = dc::proto;
 
-constexpr unsigned kMaxOpTimeoutMs = 60000;
+constexpr unsigned kMaxOpTimeoutMs = DC_MAX_OP_TIMEOUT_MS;
 constexpr unsigned kMaxBackoffMs = 600000;
 
 // Why the last DC_CTX_new* of this thread failed. A plain array: trivially

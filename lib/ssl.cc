@@ -1140,7 +1140,8 @@ int DC_SSL_CTX_get_unopened(const SSL_CTX* ctx, unsigned long* out) {
 int DC_SSL_CTX_set_timeout(SSL_CTX* ctx, unsigned int msecs) {
   Attachment* a = attachment(ctx);
   if (a == nullptr) return fail("DC_SSL_CTX_set_timeout: context not attached");
-  if (msecs < 1 || msecs > 60000) return fail("DC_SSL_CTX_set_timeout: out of range 1..60000");
+  if (msecs < 1 || msecs > DC_MAX_OP_TIMEOUT_MS)
+    return fail("DC_SSL_CTX_set_timeout: out of range 1..60000 (DC_MAX_OP_TIMEOUT_MS)");
   if (auto b = a->get_backend()) b->set_timeout(msecs);
   return 1;
 }

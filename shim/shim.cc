@@ -174,11 +174,11 @@ Config load_config() {
 
   if (const char* v = getenv("DC_CACHE_TIMEOUT_MS"); v != nullptr && *v != '\0') {
     unsigned long ms = 0;
-    if (parse_uint(v, 60000, ms) && ms >= 1) {
+    if (parse_uint(v, DC_MAX_OP_TIMEOUT_MS, ms) && ms >= 1) {
       c.timeout_ms = unsigned(ms);
     } else {
-      config_error("DC_CACHE_TIMEOUT_MS='%s' is not a number of milliseconds in 1..60000; using %d",
-                   v, DC_DEFAULT_OP_TIMEOUT_MS);
+      config_error("DC_CACHE_TIMEOUT_MS='%s' is not a number of milliseconds in 1..%d; using %d", v,
+                   DC_MAX_OP_TIMEOUT_MS, DC_DEFAULT_OP_TIMEOUT_MS);
     }
   }
 

@@ -16,23 +16,13 @@
 #include <string>
 #include <string_view>
 
+#include "common/parse.h"
+
 namespace dc::tools {
 
-// Parses all of `s` as an unsigned decimal in [lo, hi]. Returns false on any
-// junk, overflow or out-of-range value; `out` is then unchanged.
-inline bool parse_u64(std::string_view s, uint64_t lo, uint64_t hi, uint64_t& out) {
-  if (s.empty() || s.size() > 20) return false;
-  uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    uint64_t d = uint64_t(c - '0');
-    if (v > (UINT64_MAX - d) / 10) return false;
-    v = v * 10 + d;
-  }
-  if (v < lo || v > hi) return false;
-  out = v;
-  return true;
-}
+// Whole numbers: common::parse_decimal (daemons/common/parse.h), the one
+// decimal parser of the daemons and the tools.
+using common::parse_decimal;
 
 // Parses a non-negative decimal with an optional fraction ("2", "0.5") in
 // [lo, hi]. Returns false on junk or out-of-range values.
@@ -58,12 +48,12 @@ inline bool parse_range(std::string_view s, uint32_t lo, uint32_t hi, Range& out
   uint64_t a = 0, b = 0;
   size_t dash = s.find('-');
   if (dash == std::string_view::npos) {
-    if (!parse_u64(s, lo, hi, a)) return false;
+    if (!parse_decimal(s, lo, hi, a)) return false;
     out = {uint32_t(a), uint32_t(a)};
     return true;
   }
-  if (!parse_u64(s.substr(0, dash), lo, hi, a) || !parse_u64(s.substr(dash + 1), lo, hi, b) ||
-      a > b)
+  if (!parse_decimal(s.substr(0, dash), lo, hi, a) ||
+      !parse_decimal(s.substr(dash + 1), lo, hi, b) || a > b)
     return false;
   out = {uint32_t(a), uint32_t(b)};
   return true;
@@ -74,6 +64,14 @@ inline bool parse_range(std::string_view s, uint32_t lo, uint32_t hi, Range& out
 [[noreturn]] inline void usage_error(const char* tool, const std::string& msg, const char* usage) {
   std::fprintf(stderr, "%s: %s\n%s", tool, msg.c_str(), usage);
   std::exit(2);
+}
+
+// The help flags of every tool (-h, -help, --help): when `flag` is one,
+// prints `usage` on stdout and exits 0.
+inline void answer_help(std::string_view flag, const char* usage) {
+  if (flag != "-h" && flag != "-help" && flag != "--help") return;
+  std::fputs(usage, stdout);
+  std::exit(std::fflush(stdout) == 0 ? 0 : 1);
 }
 
 // Escapes `s` for use inside a JSON string literal.

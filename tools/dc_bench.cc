@@ -78,10 +78,7 @@ Options parse_options(int argc, char** argv) {
   auto bad = [](const std::string& m) { dc::tools::usage_error("dc_bench", m, kUsage); };
   for (int i = 1; i < argc; ++i) {
     std::string f = argv[i];
-    if (f == "-h" || f == "--help" || f == "-help") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    }
+    dc::tools::answer_help(f, kUsage);
     if (f == "-prefill") {
       o.prefill = true;
       continue;
@@ -94,7 +91,7 @@ Options parse_options(int argc, char** argv) {
     std::string v = argv[++i];
     uint64_t n = 0;
     auto num = [&](uint64_t lo, uint64_t hi) {
-      if (!dc::tools::parse_u64(v, lo, hi, n))
+      if (!dc::tools::parse_decimal(v, lo, hi, n))
         bad("bad value '" + v + "' for " + f + " (want " + std::to_string(lo) + ".." +
             std::to_string(hi) + ")");
       return n;
@@ -117,7 +114,7 @@ Options parse_options(int argc, char** argv) {
         std::string part =
             v.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
         uint64_t p = 0;
-        ok = dc::tools::parse_u64(part, 0, 100, p);
+        ok = dc::tools::parse_decimal(part, 0, 100, p);
         m[k++] = uint32_t(p);
         if (comma == std::string::npos) break;
         pos = comma + 1;

@@ -473,16 +473,13 @@ int main(int argc, char** argv) {
   auto bad = [](const std::string& m) { dc::tools::usage_error("dc_snoop", m, kUsage); };
   for (int i = 1; i < argc; ++i) {
     std::string f = argv[i];
-    if (f == "-h" || f == "--help" || f == "-help") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
+    dc::tools::answer_help(f, kUsage);
     if (f != "-listen" && f != "-server" && f != "-connect" && f != "-delay")
       bad("unknown flag " + f);
     if (i + 1 >= argc) bad("flag " + f + " needs a value");
     std::string v = argv[++i];
     if (f == "-delay") {
-      if (!dc::tools::parse_u64(v, 0, 600000, delay_ms))
+      if (!dc::tools::parse_decimal(v, 0, 600000, delay_ms))
         bad("bad -delay '" + v + "' (want 0..600000 ms)");
     } else {
       (f == "-listen" ? listen : server) = v;

@@ -90,10 +90,7 @@ Options parse_options(int argc, char** argv) {
   auto bad = [](const std::string& m) { dc::tools::usage_error("dc_swamp", m, kUsage); };
   for (int i = 1; i < argc; ++i) {
     std::string f = argv[i];
-    if (f == "-h" || f == "--help" || f == "-help") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    }
+    dc::tools::answer_help(f, kUsage);
     if (f == "-quiet") {
       o.quiet = true;
       continue;
@@ -104,7 +101,7 @@ Options parse_options(int argc, char** argv) {
     if (f == "-connect" || f == "-server") {
       o.servers.push_back(v);
     } else if (f == "-conns" || f == "-connections") {
-      if (!dc::tools::parse_u64(v, 1, 10000, n)) bad("bad -conns '" + v + "' (want 1..10000)");
+      if (!dc::tools::parse_decimal(v, 1, 10000, n)) bad("bad -conns '" + v + "' (want 1..10000)");
       o.conns = uint32_t(n);
     } else if (f == "-resume") {
       if (!dc::tools::parse_double(v, 0, 1, o.resume)) bad("bad -resume '" + v + "' (want 0..1)");
@@ -120,15 +117,17 @@ Options parse_options(int argc, char** argv) {
         bad("bad -duration '" + v + "' (want seconds > 0)");
       o.by_count = false;
     } else if (f == "-count") {
-      if (!dc::tools::parse_u64(v, 1, UINT64_MAX, o.count)) bad("bad -count '" + v + "'");
+      if (!dc::tools::parse_decimal(v, 1, UINT64_MAX, o.count)) bad("bad -count '" + v + "'");
       o.by_count = true;
     } else if (f == "-sni") {
       o.sni = v;
     } else if (f == "-ticketwait") {
-      if (!dc::tools::parse_u64(v, 0, 60000, n)) bad("bad -ticketwait '" + v + "' (want 0..60000)");
+      if (!dc::tools::parse_decimal(v, 0, 60000, n))
+        bad("bad -ticketwait '" + v + "' (want 0..60000)");
       o.ticket_wait_ms = int(n);
     } else if (f == "-ticks") {
-      if (!dc::tools::parse_u64(v, 10, 60000, n)) bad("bad -ticks '" + v + "' (want 10..60000)");
+      if (!dc::tools::parse_decimal(v, 10, 60000, n))
+        bad("bad -ticks '" + v + "' (want 10..60000)");
       o.ticks_ms = int(n);
     } else {
       bad("unknown flag " + f);

@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "cli.h"  // --version
+#include "cli.h"  // --version, parse_decimal
 
 namespace {
 
@@ -71,10 +71,8 @@ struct Options {
 }
 
 unsigned long number(const char* flag, const char* text, unsigned long min, unsigned long max) {
-  char* end = nullptr;
-  errno = 0;
-  unsigned long v = text[0] >= '0' && text[0] <= '9' ? std::strtoul(text, &end, 10) : 0;
-  if (end == nullptr || *end != '\0' || errno != 0 || v < min || v > max)
+  uint64_t v = 0;
+  if (!dc::common::parse_decimal(text, min, max, v))
     usage_error(std::string(flag) + " needs a number in " + std::to_string(min) + ".." +
                 std::to_string(max) + ", got \"" + text + "\"");
   return v;
@@ -116,7 +114,7 @@ Options parse(int argc, char** argv) {
     else if (f == "-ops")
       o.ops = number("-ops", v, 1, 1UL << 40);
     else if (f == "-deadline")
-      o.deadline = number("-deadline", v, 1, 60000);
+      o.deadline = number("-deadline", v, 1, DC_MAX_OP_TIMEOUT_MS);
     else
       usage_error("unknown flag " + f);
   }

@@ -1,61 +1,25 @@
 // dc_client's multiplexer: see agent.h.
 #include "agent/agent.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <optional>
+
+#include "agent/dc_pool.h"
 
 namespace dc::agent {
 
 namespace {
-
-// The upstream connection always reads, without the layer's backpressure
-// (that would stop reading the answers that drain the server, and a server
-// doing the same would wait on us forever); instead no request is forwarded
-// while this much is queued for the server, and the stall bound recycles a
-// stalled one.
-constexpr size_t kUpstreamOutMax = 4 * 1024 * 1024;
 
 const uint8_t kDisconnected = uint8_t(proto::Status::disconnected);
 
 // The answers a client's GETs in flight may bring, at most this many times
 // -maxout (see Agent::over_limits).
 constexpr size_t kAnswerBudget = 4;
-
-// Late answers are reported in one line per episode: the first late answer
-// starts a report kLateGatherMs later (the rest of a burst is counted in
-// it), and reports are at least kLateReportEveryMs apart, so a server that
-// is always slow costs one line every 10 s, not one per answer.
-constexpr int64_t kLateGatherMs = 1000;
-constexpr int64_t kLateReportEveryMs = 10000;
-
-// "1.2.3.4:9001" or "[::1]:9001", for the log.
-std::string to_string(const SockAddr& sa) {
-  char host[INET6_ADDRSTRLEN] = "?";
-  uint16_t port = 0;
-  if (sa.family() == AF_INET) {
-    auto* in = reinterpret_cast<const sockaddr_in*>(&sa.ss);
-    inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-    port = ntohs(in->sin_port);
-    return std::string(host) + ":" + std::to_string(port);
-  }
-  if (sa.family() == AF_INET6) {
-    auto* in6 = reinterpret_cast<const sockaddr_in6*>(&sa.ss);
-    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-    port = ntohs(in6->sin6_port);
-  }
-  return "[" + std::string(host) + "]:" + std::to_string(port);
-}
-
-bool same(const SockAddr& a, const SockAddr& b) {
-  return a.len == b.len && std::memcmp(&a.ss, &b.ss, a.len) == 0;
-}
 
 }  // namespace
 
@@ -78,67 +42,30 @@ struct Agent::Local : ev::Handler {
   const uint64_t id;  // never reused
   ev::Connection conn;
   std::deque<Slot> slots;
+  uint64_t first_seq = 0;     // slots.front()'s Ticket::seq (the next one's when empty)
   int64_t last_ms;            // when it last sent a request (or connected)
   size_t gets_in_flight = 0;  // GETs forwarded and not answered yet
   bool eof = false;           // it sent all it will send (see on_eof)
 };
 
-void Agent::UpstreamHandler::on_message(ev::Connection& c, const proto::Message& m) {
-  a_.on_answer(c, m);
-}
-
-void Agent::UpstreamHandler::on_close(ev::Connection& c, ev::CloseReason why) {
-  a_.on_upstream_close(c, why);
-}
-
-void Agent::UpstreamHandler::on_established(ev::Connection&) {
-  a_.on_upstream_ready();
-}
-
 Agent::Agent(ev::Loop& loop, AgentConfig cfg)
     : loop_(loop),
       cfg_(std::move(cfg)),
       started_ms_(loop.now_ms()),
-      up_handler_(*this),
-      connector_(loop),
-      resolver_(loop),
-      look_up_retry_(loop,
-                     [this] {
-                       if (!upstream_up()) look_up();
-                     }),
-      server_sa_(cfg_.server_sa),
-      needs_lookup_(!ev::is_numeric(cfg_.server)),
-      // main() already said so when the name did not resolve.
-      reported_unresolved_(needs_lookup_ && !server_sa_),
-      retry_(loop, [this] { connect_now(); }),
-      deadline_(loop, [this] { on_deadline(); }),
-      idle_(loop, [this] { sweep_idle(); }),
-      late_report_(loop, [this] { report_late(); }),
-      handshake_deadline_(loop, [this] { on_handshake_deadline(); }) {
+      idle_(loop, [this] { sweep_idle(); }) {
   if (cfg_.idle_ms > 0) {
     // Checked a few times per period: a client goes between idle and 1.25 idle.
     int64_t every = std::max<int64_t>(cfg_.idle_ms / 4, 5);
     idle_.start(every, every);
   }
-  if (!server_sa_ && !needs_lookup_) {
-    // A UNIX path or a literal: no lookup, nothing that can block.
-    SockAddr sa;
-    std::string err;
-    if (resolve(cfg_.server, false, sa, err))
-      server_sa_ = sa;
-    else
-      std::fprintf(stderr, "dc_client: %s\n", err.c_str());
-  }
-  connect_now();
+  backend_ = std::make_unique<DcPool>(loop_, static_cast<BackendHost&>(*this), cfg_);
 }
 
 Agent::~Agent() {
   // Connections refer to this object: they go first. The listeners'
   // destructors remove the UNIX socket files.
   locals_.clear();
-  up_.reset();
-  connector_.cancel();
-  resolver_.cancel();
+  backend_.reset();
   listeners_.clear();
 }
 
@@ -178,6 +105,7 @@ void Agent::on_request(Local& l, const proto::Message& m) {
     l.conn.close(ev::CloseReason::corrupt);
     return;
   }
+  proto::Bytes id = m.payload;  // the session id (routing)
   if (m.op == proto::Op::add) {
     // An ADD too short to parse makes the server close its connection:
     // forwarded, it would cost every client the upstream connection.
@@ -186,24 +114,13 @@ void Agent::on_request(Local& l, const proto::Message& m) {
       l.conn.close(ev::CloseReason::corrupt);
       return;
     }
+    id = req.id;
   }
-  if (!upstream_up()) return answer_local(l, m.uid, m.op, Disconnected::no_upstream);
-  if (pending_.size() >= cfg_.max_pending)
-    return answer_local(l, m.uid, m.op, Disconnected::maxpending);
-  if (up_->pending_output() >= kUpstreamOutMax)
-    return answer_local(l, m.uid, m.op, Disconnected::backlog);
-  proto::Message fwd = m;
-  fwd.proto_level = proto::kProtoLevel;  // we are the sender now
-  fwd.uid = next_uid_++;
-  // The payload came through the decoder, so it always fits.
-  up_->send(fwd);
-  ++stats_.forwarded;
-  pending_.push_back({l.id, fwd.uid, m.op, loop_.now_us()});
-  l.slots.push_back({m.uid, m.op, true});
+  Ticket t{l.id, l.first_seq + l.slots.size(), m.op};
+  if (std::optional<Disconnected> why = backend_->submit(t, m, id))
+    return answer_local(l, m.uid, m.op, *why);
+  l.slots.push_back({m.uid, m.op, SlotState::on_server, {}});
   if (m.op == proto::Op::get) ++l.gets_in_flight;
-  // With every other entry abandoned the timer waits for the stall bound;
-  // this entry's deadline comes sooner.
-  if (!deadline_.active() || abandoned_ + 1 == pending_.size()) arm_deadline();
   hold_if_full(l);
 }
 
@@ -230,7 +147,7 @@ void Agent::hold_if_full(Local& l) {
 void Agent::answer_local(Local& l, uint32_t uid, proto::Op op, Disconnected why) {
   ++stats_.disconnected[size_t(why)];
   if (!l.slots.empty()) {
-    l.slots.push_back({uid, op, false});  // after the answers it still waits for
+    l.slots.push_back({uid, op, SlotState::local, {}});  // after the answers it still waits for
     hold_if_full(l);
     return;
   }
@@ -257,312 +174,71 @@ void Agent::count_response(proto::Op op, proto::Bytes payload) {
 void Agent::drain_local(Local& l) {
   proto::Message r;
   r.is_response = true;
-  r.payload = proto::Bytes(&kDisconnected, 1);
-  while (!l.slots.empty() && !l.slots.front().on_server) {
-    r.uid = l.slots.front().uid;
-    r.op = l.slots.front().op;
+  while (!l.slots.empty() && l.slots.front().state != SlotState::on_server) {
+    Slot& s = l.slots.front();
+    r.uid = s.uid;
+    r.op = s.op;
+    r.payload = s.state == SlotState::local ? proto::Bytes(&kDisconnected, 1)
+                                            : proto::Bytes(s.answer.data(), s.answer.size());
     l.conn.send(r);
     count_response(r.op, r.payload);
     l.slots.pop_front();
+    ++l.first_seq;
   }
 }
 
-void Agent::deliver(const Pending& p, proto::Bytes payload) {
-  auto it = locals_.find(p.client);
+void Agent::deliver(const Ticket& t, proto::Bytes payload, bool local) {
+  auto it = locals_.find(t.client);
   if (it == locals_.end() || it->second->conn.closed()) {
     ++stats_.dropped;
     return;
   }
   Local& l = *it->second;
-  // The server answers in order and locally answered slots leave as soon
-  // as they reach the front, so this answer is for the first slot.
-  if (l.slots.empty() || !l.slots.front().on_server || l.slots.front().op != p.op) {
+  // Slots are numbered consecutively from first_seq; a ticket is settled
+  // once, so its slot is there and still waits on the store.
+  size_t idx = size_t(t.seq - l.first_seq);
+  if (idx >= l.slots.size() || l.slots[idx].state != SlotState::on_server ||
+      l.slots[idx].op != t.op) {
     std::fprintf(stderr, "dc_client: internal error: answer order lost for a client\n");
     std::abort();
   }
-  proto::Message r;
-  r.is_response = true;
-  r.uid = l.slots.front().uid;
-  r.op = p.op;
-  r.payload = payload;
-  l.slots.pop_front();
-  if (p.op == proto::Op::get) --l.gets_in_flight;
-  l.conn.send(r);
-  count_response(p.op, payload);
-  after_answer(l);
+  if (t.op == proto::Op::get) --l.gets_in_flight;
+  Slot& s = l.slots[idx];
+  if (local) {
+    s.state = SlotState::local;  // drain_local sends it in its turn
+  } else if (idx == 0) {
+    // Its turn (always, with one server): sent without a copy.
+    proto::Message r;
+    r.is_response = true;
+    r.uid = s.uid;
+    r.op = t.op;
+    r.payload = payload;
+    l.conn.send(r);
+    count_response(t.op, payload);
+    l.slots.pop_front();
+    ++l.first_seq;
+  } else {
+    // An earlier request is still on another server: kept until its turn.
+    s.state = SlotState::answered;
+    s.answer.assign(payload.begin(), payload.end());
+    return;
+  }
+  if (idx == 0) after_answer(l);
+}
+
+void Agent::settle(const Ticket& t, proto::Bytes payload) {
+  deliver(t, payload, false);
+}
+
+void Agent::fail(const Ticket& t, Disconnected why) {
+  ++stats_.disconnected[size_t(why)];
+  deliver(t, {}, true);
 }
 
 void Agent::after_answer(Local& l) {
   drain_local(l);
   if (l.conn.input_held() && !over_limits(l, 2)) l.conn.hold_input(false);
   if (l.eof && l.slots.empty()) l.conn.close_after_flush(ev::CloseReason::peer_closed);
-}
-
-Agent::Pending Agent::take_front() {
-  Pending p = pending_.front();
-  pending_.pop_front();
-  if (p.abandoned) --abandoned_;
-  return p;
-}
-
-void Agent::expire(Pending& p) {
-  p.abandoned = true;
-  ++abandoned_;
-  ++stats_.disconnected[size_t(Disconnected::deadline)];
-  auto it = locals_.find(p.client);
-  if (it == locals_.end() || it->second->conn.closed()) return;  // nobody to tell
-  Local& l = *it->second;
-  // Entries are abandoned oldest first, so this is the client's oldest
-  // request on the server: its first slot (as in deliver).
-  if (l.slots.empty() || !l.slots.front().on_server || l.slots.front().op != p.op) {
-    std::fprintf(stderr, "dc_client: internal error: answer order lost for a client\n");
-    std::abort();
-  }
-  // Answered now (drain_local sends it); the server's answer will find the
-  // entry abandoned and go nowhere.
-  l.slots.front().on_server = false;
-  if (p.op == proto::Op::get) --l.gets_in_flight;
-  after_answer(l);
-}
-
-void Agent::on_late(const Pending& p) {
-  int64_t now = loop_.now_ms();
-  int64_t took = now - p.sent_ms();
-  ++stats_.late;
-  stats_.late_max_ms = std::max(stats_.late_max_ms, took);
-  ++late_unreported_;
-  late_unreported_max_ms_ = std::max(late_unreported_max_ms_, took);
-  if (!late_report_.active())
-    late_report_.start(std::max(now + kLateGatherMs, next_late_report_ms_) - now);
-}
-
-void Agent::report_late() {
-  if (late_unreported_ == 0) return;
-  std::fprintf(stderr,
-               "dc_client: %" PRIu64 " answer%s from the server %s came after the %" PRId64
-               " ms deadline (slowest %" PRId64
-               " ms) and were dropped, their clients already answered DISCONNECTED: raise "
-               "-timeout or bring the cache closer\n",
-               late_unreported_, late_unreported_ == 1 ? "" : "s", cfg_.server.to_string().c_str(),
-               cfg_.timeout_ms, late_unreported_max_ms_);
-  late_unreported_ = 0;
-  late_unreported_max_ms_ = 0;
-  next_late_report_ms_ = loop_.now_ms() + kLateReportEveryMs;
-}
-
-void Agent::on_answer(ev::Connection& c, const proto::Message& m) {
-  if (!m.is_response) {
-    c.close(ev::CloseReason::corrupt);  // a server never sends requests
-    return;
-  }
-  // Uids in the FIFO are consecutive (modulo 2^32), so the entry is found
-  // by subtraction; anything outside it matches nothing and is dropped.
-  size_t idx = pending_.empty() ? 0 : size_t(uint32_t(m.uid - pending_.front().up_uid));
-  if (pending_.empty() || idx >= pending_.size()) {
-    ++stats_.unmatched;
-    return;
-  }
-  if (pending_[idx].op != m.op) {
-    c.close(ev::CloseReason::corrupt);  // same uid, another operation
-    return;
-  }
-  // A server answers in order; one that skipped requests will not answer
-  // them later, so they are answered DISCONNECTED to keep each client's order
-  // (abandoned ones already were).
-  for (; idx > 0; --idx) {
-    Pending p = take_front();
-    if (p.abandoned) continue;
-    ++stats_.disconnected[size_t(Disconnected::skipped)];
-    deliver(p, proto::Bytes(&kDisconnected, 1));
-  }
-  reported_down_ = reported_up_ = false;  // it works: the next loss is news
-  Pending p = take_front();
-  stats_.upstream_rtt.observe(loop_.now_us() - p.sent_us);
-  if (p.abandoned) {
-    on_late(p);  // its client was answered at the deadline
-    return;
-  }
-  ++stats_.answered;
-  deliver(p, m.payload);
-}
-
-void Agent::on_upstream_close(ev::Connection& c, ev::CloseReason why) {
-  if (&c != up_.get()) return;  // not ours any more (cannot happen: kept for safety)
-  std::unique_ptr<ev::Connection> gone = std::move(up_);  // freed on return
-  handshake_deadline_.stop();
-  std::string what = ev::to_string(why);
-  if (!c.transport_error().empty()) what += ": " + c.transport_error();
-  // A certificate refused by either side shows here (TLS 1.3: the server's
-  // refusal of ours comes as an alert just after our side finished).
-  if (cfg_.tls && (why == ev::CloseReason::tls || !c.transport_error().empty()))
-    what += "; check -tls-cert, -tls-key, -tls-ca and -tls-name against the server's";
-  lost(what);
-}
-
-void Agent::on_upstream_ready() {
-  handshake_deadline_.stop();
-  ++stats_.connects;
-  // Logged once per outage: a stalled server accepts connections that
-  // then fail again, and that must not fill the log.
-  if (reported_down_ && !reported_up_) {
-    std::fprintf(stderr, "dc_client: connected to the server %s%s\n",
-                 cfg_.server.to_string().c_str(), cfg_.tls ? " (TLS)" : "");
-    reported_up_ = true;
-  }
-}
-
-void Agent::on_handshake_deadline() {
-  if (!up_ || up_->established()) return;
-  // Destroyed here, not from its own callback: no close notice follows.
-  up_.reset();
-  lost("the TLS handshake did not finish within " + std::to_string(cfg_.stall_ms()) + " ms");
-}
-
-void Agent::fail_pending() {
-  std::deque<Pending> q;
-  q.swap(pending_);
-  abandoned_ = 0;
-  deadline_.stop();
-  for (const Pending& p : q) {
-    if (p.abandoned) continue;  // answered at its deadline
-    ++stats_.disconnected[size_t(Disconnected::lost)];
-    deliver(p, proto::Bytes(&kDisconnected, 1));
-  }
-}
-
-void Agent::lost(const std::string& why) {
-  ++stats_.losses;
-  if (!reported_down_) {
-    std::fprintf(stderr,
-                 "dc_client: lost the server %s (%s): answering DISCONNECTED, "
-                 "reconnecting every %" PRId64 " ms\n",
-                 cfg_.server.to_string().c_str(), why.c_str(), cfg_.retry_ms);
-    reported_down_ = true;
-  }
-  fail_pending();
-  schedule_connect();
-}
-
-void Agent::schedule_connect() {
-  if (up_ || connector_.busy() || retry_.active()) return;
-  int64_t now = loop_.now_ms();
-  int64_t at = attempted_ ? last_attempt_ms_ + cfg_.retry_ms : now;
-  retry_.start(std::max<int64_t>(at - now, 0));
-}
-
-void Agent::connect_now() {
-  retry_.stop();
-  if (!server_sa_) {
-    look_up();  // a connect follows once the name resolves
-    return;
-  }
-  attempted_ = true;
-  last_attempt_ms_ = loop_.now_ms();
-  // A connect may take as long as an answer may before the server counts
-  // as dead: clients are answered DISCONNECTED at once meanwhile, and a
-  // cache farther away than -timeout must still be reachable.
-  int deadline = int(std::min<int64_t>(cfg_.stall_ms(), std::numeric_limits<int>::max()));
-  connector_.start(
-      *server_sa_, cfg_.server.to_string(), deadline, [this](UniqueFd fd, const std::string& err) {
-        if (!fd) {
-          if (!reported_down_) {
-            std::fprintf(stderr,
-                         "dc_client: %s: answering DISCONNECTED, retrying every %" PRId64 " ms\n",
-                         err.c_str(), cfg_.retry_ms);
-            reported_down_ = true;
-          }
-          look_up();  // the name may lead elsewhere by now
-          schedule_connect();
-          return;
-        }
-        ev::ConnectionOptions opt;
-        opt.backpressure = false;  // always read answers: see kUpstreamOutMax
-        opt.flush_last = true;
-        std::unique_ptr<ev::Transport> t;
-        if (cfg_.tls) {
-          std::string why;
-          t = cfg_.tls->wrap(fd.get(), why);
-          if (!t) {
-            lost(why);
-            return;
-          }
-        }
-        up_ =
-            std::make_unique<ev::Connection>(loop_, std::move(fd), up_handler_, opt, std::move(t));
-        if (!cfg_.tls) {
-          on_upstream_ready();
-          return;
-        }
-        // The handshake gets what is left of the connect deadline.
-        int64_t left = last_attempt_ms_ + cfg_.stall_ms() - loop_.now_ms();
-        handshake_deadline_.start(std::max<int64_t>(left, 1));
-      });
-}
-
-void Agent::look_up() {
-  if (!needs_lookup_ || resolver_.busy() || look_up_retry_.active()) return;
-  int64_t now = loop_.now_ms();
-  if (looked_up_ && now < last_lookup_ms_ + cfg_.retry_ms) {
-    look_up_retry_.start(last_lookup_ms_ + cfg_.retry_ms - now);
-    return;
-  }
-  looked_up_ = true;
-  last_lookup_ms_ = now;
-  resolver_.start(cfg_.server, [this](bool ok, const SockAddr& sa, const std::string& err) {
-    on_looked_up(ok, sa, err);
-  });
-}
-
-void Agent::on_looked_up(bool ok, const SockAddr& sa, const std::string& err) {
-  ++stats_.resolves;
-  if (!ok) {
-    if (!reported_unresolved_) {
-      std::fprintf(stderr, "dc_client: %s: %s, looking it up again every %" PRId64 " ms\n",
-                   err.c_str(), server_sa_ ? "using the address it had" : "answering DISCONNECTED",
-                   cfg_.retry_ms);
-      reported_unresolved_ = true;
-    }
-    if (!server_sa_) look_up();  // else failed connects ask again
-    return;
-  }
-  if (reported_unresolved_ || (server_sa_ && !same(*server_sa_, sa)))
-    std::fprintf(stderr, "dc_client: the server %s resolves to %s\n",
-                 cfg_.server.to_string().c_str(), to_string(sa).c_str());
-  reported_unresolved_ = false;
-  server_sa_ = sa;
-  schedule_connect();  // nothing when connected or connecting
-}
-
-void Agent::arm_deadline() {
-  if (pending_.empty()) {
-    deadline_.stop();
-    return;
-  }
-  // The earlier of the oldest waiting request's deadline and the stall bound
-  // of the oldest entry.
-  int64_t due = pending_.front().sent_ms() + cfg_.stall_ms();
-  if (abandoned_ < pending_.size())
-    due = std::min(due, pending_[abandoned_].sent_ms() + cfg_.timeout_ms);
-  deadline_.start(std::max<int64_t>(due - loop_.now_ms(), 1));
-}
-
-void Agent::on_deadline() {
-  if (pending_.empty()) return;
-  int64_t now = loop_.now_ms();
-  if (now - pending_.front().sent_ms() >= cfg_.stall_ms()) {
-    // Nothing for that long, not even late: the server is stalled (or the
-    // network drops everything). Recycle. The connection is destroyed here
-    // (not from its own callback), so no close notice follows.
-    ++stats_.deadlines;
-    up_.reset();
-    char why[96];
-    std::snprintf(why, sizeof why, "no answer within %" PRId64 " ms", cfg_.stall_ms());
-    lost(why);
-    return;
-  }
-  while (abandoned_ < pending_.size() && now - pending_[abandoned_].sent_ms() >= cfg_.timeout_ms)
-    expire(pending_[abandoned_]);
-  arm_deadline();
 }
 
 void Agent::sweep_idle() {
@@ -582,17 +258,18 @@ std::vector<ev::Stat> Agent::stats_table() {
       {"uptime_ms", "uptime_seconds", "", StatKind::gauge, "Seconds since dc_client started.",
        loop_.now_ms() - started_ms_, 1e-3},
       {"upstream_up", "upstream_up", "", StatKind::gauge,
-       "1 while the connection to dc_server is up (with TLS: its handshake done), else 0.",
+       "1 while the connection to dc_server is up (with TLS: its handshake done; with a pool "
+       "of dc_servers: the connection to at least one), else 0.",
        upstream_up() ? 1 : 0},
       {"upstream_backoff", "upstream_backoff", "", StatKind::gauge,
        "1 while there is no connection to dc_server and none is being made: waiting out -retry "
        "(or a name lookup) before the next attempt; requests are answered DISCONNECTED.",
-       !up_ && !connector_.busy() ? 1 : 0},
+       backend_->backing_off() ? 1 : 0},
       {"clients", "clients", "", StatKind::gauge, "Local client connections open.",
        i(locals_.size())},
       {"pending", "pending_requests", "", StatKind::gauge,
        "Requests forwarded to dc_server and not answered yet (abandoned ones included).",
-       i(pending_.size())},
+       i(backend_->pending())},
       {"accepted", "clients_accepted_total", "", StatKind::counter,
        "Local client connections accepted (including those then refused at -maxconns).",
        i(s.accepted)},
@@ -680,6 +357,7 @@ std::vector<ev::Stat> Agent::stats_table() {
   t.push_back({"half_closed", "half_closed_total", "", StatKind::counter,
                "Local clients that shut down their sending side with answers still owed.",
                i(s.half_closed)});
+  backend_->append_stats(t);
   ev::append_limit_stats(t, loop_);
   return t;
 }

@@ -1,8 +1,9 @@
-// dc_client's multiplexer: local clients on one side, exactly one upstream
-// connection to dc_server on the other (PROTOCOL.md, "Ordering and
-// multiplexing"). main() owns the loop and the process concerns; the Agent
-// owns the listeners, the local connections, the upstream connection and
-// its timers.
+// dc_client's multiplexer: local clients on one side, the backend on the
+// other (backend.h): a pool of dc_servers (dc_pool.h), one upstream
+// connection to each (PROTOCOL.md, "Ordering and multiplexing"). main() owns
+// the loop and the process concerns; the Agent owns the listeners, the local
+// connections and the backend. What follows describes one upstream
+// connection (a dc_pool.h ServerNode: each server of a pool has its own).
 //
 // Uids: every forwarded request gets the next upstream uid (a counter); the
 // pending table is a FIFO of {client id, upstream uid, op, time sent}. The
@@ -13,11 +14,14 @@
 // dropped, and nothing points at freed memory.
 //
 // Order per client: each client keeps its unanswered requests in order as
-// slots, "waiting on the server" or "answered locally" (DISCONNECTED). An
-// answer from the server always belongs to the client's first slot (the
-// server answers in order and local answers are sent as soon as they reach
-// the front), and local answers wait behind earlier requests that are still
-// on the server, so a client sees its answers in the order it asked.
+// slots, "waiting on the store", "answered locally" (DISCONNECTED) or
+// "answered, waiting for its turn", numbered by a per-client sequence (the
+// Ticket's seq: slots' numbers are consecutive, so a slot is found by
+// subtraction). With one server an answer always belongs to the client's
+// first slot (the server answers in order) and is sent at once; with a pool,
+// servers answer independently, so an answer to a later slot is kept (copied)
+// until the slots before it are answered. A client sees its answers in the
+// order it asked.
 //
 // Deadline: a timer watches the oldest request still waiting for its answer
 // (-timeout, default 50 ms: below the client library's 100 ms deadline, so
@@ -61,8 +65,8 @@
 #include <vector>
 
 #include "addr.h"
+#include "agent/backend.h"
 #include "ev/connection.h"
-#include "ev/connector.h"
 #include "ev/listener.h"
 #include "ev/loop.h"
 #include "ev/stats.h"
@@ -71,15 +75,24 @@
 
 namespace dc::agent {
 
+// A server's address as given (-server) and, when main() resolved it
+// before the loop (and said so when it could not), its socket address;
+// empty: the agent resolves it, a name off the loop.
+struct ServerAddr {
+  Address addr;
+  std::optional<SockAddr> sa;
+};
+
 struct AgentConfig {
+  // The first (or only) -server, and its address as main() resolved it.
   Address server;
-  // The server's address when main() resolved it before the loop (and said
-  // so when it could not); empty: the agent resolves it, a name off the loop.
   std::optional<SockAddr> server_sa;
+  // The other -server flags, in order: a pool (dc_pool.h).
+  std::vector<ServerAddr> more_servers;
   int64_t retry_ms = 5000;
   int64_t idle_ms = 0;           // 0: never drop idle clients
   int64_t timeout_ms = 50;       // deadline of a request on the server (options.h)
-  size_t max_pending = 10000;    // requests waiting on the server, all clients
+  size_t max_pending = 10000;    // requests waiting on one server, all clients
   size_t client_pending = 1000;  // unanswered requests of one client before it is not read
   size_t max_out = 256 * 1024;   // a client's unread answers before its input is held
   // TLS to the server (-tls-*), when set; only for an IP -server.
@@ -91,18 +104,6 @@ struct AgentConfig {
   // enough that a dead one (no FIN, e.g. a partition) is noticed in seconds.
   int64_t stall_ms() const { return std::max<int64_t>(20 * timeout_ms, 1000); }
 };
-
-// Why the agent answered a request DISCONNECTED itself (the reason label
-// of distcache_agent_disconnected_total; keys disconnected_<reason>).
-enum class Disconnected : uint8_t {
-  no_upstream,  // no connection to the server (down, connecting, backing off)
-  maxpending,   // -maxpending requests were already waiting on the server
-  backlog,      // kUpstreamOutMax bytes were already queued for the server
-  deadline,     // not answered within -timeout (its late answer is dropped)
-  skipped,      // the server answered a later request first
-  lost,         // the connection was lost (or recycled) with it pending
-};
-inline constexpr size_t kDisconnectedReasons = 6;
 
 // The counters behind the statistics table (Agent::stats_table(), whose
 // rows name them; docs/dc_server.md lists them).
@@ -134,7 +135,7 @@ struct AgentStats {
   ev::Histogram upstream_rtt;
 };
 
-class Agent {
+class Agent : private BackendHost {
  public:
   // Starts the first connect attempt at once.
   Agent(ev::Loop& loop, AgentConfig cfg);
@@ -154,117 +155,57 @@ class Agent {
   // The prefix of its Prometheus names.
   static constexpr const char* kMetricsPrefix = "distcache_agent_";
   const AgentStats& stats() const { return stats_; }
-  bool upstream_up() const { return up_ && !up_->closed() && up_->established(); }
+  // Whether requests can be forwarded (a pool: to at least one server).
+  bool upstream_up() const { return backend_->up(); }
 
  private:
+  // A slot's state.
+  enum class SlotState : uint8_t {
+    on_server,  // forwarded, not answered yet
+    local,      // answered locally (DISCONNECTED), waiting for its turn
+    answered,   // answered by the store (answer below), waiting for its turn
+  };
   // One unanswered request of a local client, in request order.
   struct Slot {
     uint32_t uid;  // the client's own uid
     proto::Op op;
-    bool on_server;  // false: answered locally, waiting for its turn
+    SlotState state;
+    std::vector<uint8_t> answer;  // SlotState::answered only
   };
   struct Local;
-  struct Pending {
-    uint64_t client;  // Local::id
-    uint32_t up_uid;
-    proto::Op op;
-    int64_t sent_us;  // the loop's clock (Loop::now_us)
-    int64_t sent_ms() const { return sent_us / 1000; }
-    bool abandoned = false;  // answered DISCONNECTED at its deadline; its answer is dropped
-  };
-  // Receives the upstream connection's events.
-  class UpstreamHandler : public ev::Handler {
-   public:
-    explicit UpstreamHandler(Agent& a) : a_(a) {}
-    void on_message(ev::Connection& c, const proto::Message& m) override;
-    void on_close(ev::Connection& c, ev::CloseReason why) override;
-    void on_established(ev::Connection& c) override;
 
-   private:
-    Agent& a_;
-  };
+  // BackendHost: a forwarded request's answer, or DISCONNECTED.
+  void settle(const Ticket& t, proto::Bytes payload) override;
+  void fail(const Ticket& t, Disconnected why) override;
+  AgentStats& counters() override { return stats_; }
 
   void accept(UniqueFd fd);
   void on_request(Local& l, const proto::Message& m);
   void on_local_close(Local& l, ev::CloseReason why);
-  void on_answer(ev::Connection& c, const proto::Message& m);
-  void on_upstream_close(ev::Connection& c, ev::CloseReason why);
-  // The upstream connection is usable (connected; with TLS, handshake done).
-  void on_upstream_ready();
-  // The TLS handshake did not finish by the connect deadline.
-  void on_handshake_deadline();
 
   // Answers `l`'s request (uid, op) with a DISCONNECTED status, after any
   // earlier answers it still waits for.
   void answer_local(Local& l, uint32_t uid, proto::Op op, Disconnected why);
   // Counts an answer sent to a local client (AgentStats::responses).
   void count_response(proto::Op op, proto::Bytes payload);
-  // Delivers the answer to pending entry `p` (payload `payload`).
-  void deliver(const Pending& p, proto::Bytes payload);
-  // Sends the locally answered slots at the front of `l`'s queue.
+  // Answers ticket `t`'s slot: `payload`, or DISCONNECTED when `local`.
+  void deliver(const Ticket& t, proto::Bytes payload, bool local);
+  // Sends the answered slots at the front of `l`'s queue.
   void drain_local(Local& l);
   // After `l`'s first slot was answered: sends what may follow it, releases
   // held input below the limits, closes a half-closed client owed nothing.
   void after_answer(Local& l);
-  // Removes the FIFO's front entry (keeping abandoned_ right) and returns it.
-  Pending take_front();
-  // Answers the entry at abandoned_ DISCONNECTED and marks it abandoned.
-  void expire(Pending& p);
-  // The server's answer to an abandoned entry `p` arrived: count, report.
-  void on_late(const Pending& p);
-  void report_late();
   // Whether `l` has reached 1/divisor of -clientpending or of its GET budget.
   bool over_limits(const Local& l, size_t divisor) const;
   void hold_if_full(Local& l);
-  // Answers every pending request DISCONNECTED, in order, and empties the FIFO.
-  void fail_pending();
-  // The upstream connection is gone (already closed or about to be): fail
-  // what is pending and plan the next connect attempt.
-  void lost(const std::string& why);
-  void schedule_connect();
-  void connect_now();
-  // Looks the server's name up again off the loop, at most once per -retry
-  // (later, on a timer, when the last lookup was more recent); nothing for
-  // a UNIX path or a literal address.
-  void look_up();
-  void on_looked_up(bool ok, const SockAddr& sa, const std::string& err);
-  void on_deadline();
-  void arm_deadline();
   void sweep_idle();
 
   ev::Loop& loop_;
   AgentConfig cfg_;
   AgentStats stats_;
   int64_t started_ms_;
-  UpstreamHandler up_handler_;
-  std::unique_ptr<ev::Connection> up_;
-  ev::Connector connector_;
-  ev::Resolver resolver_;
-  ev::Timer look_up_retry_;
-  std::optional<SockAddr> server_sa_;  // the server's address, as last resolved
-  bool needs_lookup_;                  // -server names a host
-  bool looked_up_ = false;
-  int64_t last_lookup_ms_ = 0;
-  bool reported_unresolved_ = false;  // said once per failing stretch
-  ev::Timer retry_;
-  ev::Timer deadline_;
   ev::Timer idle_;
-  ev::Timer late_report_;         // the next line about late answers (see report_late)
-  ev::Timer handshake_deadline_;  // TLS: the rest of the connect deadline
-  int64_t last_attempt_ms_ = 0;
-  bool attempted_ = false;
-  // Logging: one line when the server is lost, one when a connection is
-  // made again, nothing more until the server has answered a request.
-  bool reported_down_ = false;
-  bool reported_up_ = false;
-  uint32_t next_uid_ = 1;
-  std::deque<Pending> pending_;
-  size_t abandoned_ = 0;  // pending_'s first abandoned_ entries are abandoned
-  // Late answers not yet reported, the slowest of them, and the earliest
-  // time the next report may be written.
-  uint64_t late_unreported_ = 0;
-  int64_t late_unreported_max_ms_ = 0;
-  int64_t next_late_report_ms_ = 0;
+  std::unique_ptr<Backend> backend_;
   uint64_t next_client_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<Local>> locals_;
   std::vector<std::unique_ptr<ev::Listener>> listeners_;

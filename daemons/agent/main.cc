@@ -60,22 +60,38 @@ int main(int argc, char** argv) {
   // detaching, so a failure shows on the terminal). A name that does not
   // resolve is not fatal: at boot the name server may not be up yet, as
   // the cache server may not be; the agent keeps looking it up, off its loop.
-  std::optional<dc::SockAddr> server_sa;
-  {
+  auto resolve_first = [&](const dc::Address& a) {
+    std::optional<dc::SockAddr> out;
     dc::SockAddr sa;
     std::string why;
-    if (dc::resolve(server, false, sa, why))
-      server_sa = sa;
+    if (dc::resolve(a, false, sa, why))
+      out = sa;
     else
       std::fprintf(stderr,
                    "dc_client: %s: answering DISCONNECTED until it resolves, looking it up again "
                    "every %" PRId64 " ms\n",
                    why.c_str(), opt.retry_ms);
+    return out;
+  };
+  std::optional<dc::SockAddr> server_sa = resolve_first(server);
+  std::vector<dc::agent::ServerAddr> more_servers;
+  for (dc::Address a : opt.more_servers) {
+    if (a.kind == dc::Address::Kind::unix_path) a.path = dc::ev::absolute_path(a.path);
+    more_servers.push_back({a, resolve_first(a)});
   }
   // Certificates are read now, as the user that started us (before -user),
   // and a bad one stops the start: an operator's error, seen at once.
   std::shared_ptr<const dc::ev::TlsContext> tls;
   if (!opt.tls.cert.empty()) {
+    if (!more_servers.empty()) {
+      // Refused rather than ignored: the operator asked for TLS, and a pool
+      // spoken plainly would carry every session in the clear.
+      std::fprintf(stderr,
+                   "dc_client: -tls-* are not supported with a pool of dc_servers (-server given "
+                   "%zu times) yet: give one -server, or no -tls-* on a private network\n",
+                   more_servers.size() + 1);
+      return 1;
+    }
     if (server.kind != dc::Address::Kind::ip) {
       std::fprintf(stderr,
                    "dc_client: -tls-* apply to an IP -server only; %s is a UNIX socket, spoken "
@@ -117,6 +133,7 @@ int main(int argc, char** argv) {
     dc::agent::AgentConfig cfg;
     cfg.server = server;
     cfg.server_sa = server_sa;
+    cfg.more_servers = more_servers;
     cfg.retry_ms = opt.retry_ms;
     cfg.idle_ms = opt.idle_ms;
     cfg.timeout_ms = opt.timeout_ms;

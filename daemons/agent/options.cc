@@ -20,8 +20,13 @@ constexpr size_t kMinConnMemory = 1024 * 1024;  // a few clients' worth of outpu
 std::string usage() {
   return "Usage: dc_client -server ADDR [options]\n"
          "The local agent of a distributed TLS session cache (distcache protocol 1.x):\n"
-         "carries the requests of every local client over one connection to dc_server.\n"
-         "  -server ADDR        the dc_server to use: UNIX:/path, IP:host:port (required)\n"
+         "carries the requests of every local client over one connection to dc_server\n"
+         "(to each dc_server of a pool).\n"
+         "  -server ADDR        the dc_server to use: UNIX:/path, IP:host:port (required).\n"
+         "                      Given several times: a pool of dc_servers, one connection\n"
+         "                      to each; each session id goes to one server by rendezvous\n"
+         "                      hashing (docs/backends.md), to the next in hash order\n"
+         "                      while that one is down\n"
          "  -connect ADDR       the same as -server\n"
          "  -listen ADDR        accept local clients on ADDR (default\n"
          "                      UNIX:/run/distcache/dc_client.sock, its directory made if\n"
@@ -40,7 +45,7 @@ std::string usage() {
          "                      answers nothing for max(20 x MS, 1000) ms is taken for\n"
          "                      dead: the connection is recycled. A connect may take as\n"
          "                      long\n"
-         "  -maxpending N       at most N requests waiting on the server; beyond, requests\n"
+         "  -maxpending N       at most N requests waiting on a server; beyond, requests\n"
          "                      are answered DISCONNECTED (default 10000)\n"
          "  -clientpending N    a client with N unanswered requests is not read from until\n"
          "                      answers come back (default 1000)\n"
@@ -110,10 +115,22 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
     } else if (flag == "-server" || flag == "-connect") {
       if (!args.value(v)) return false;
       std::string why;
-      if (!parse_address(v, o.server, why)) {
+      Address a;
+      if (!parse_address(v, a, why)) {
         err = flag + ": " + why;
         return false;
       }
+      // The same server twice would double its share of the pool.
+      bool dup = o.have_server && a.to_string() == o.server.to_string();
+      for (const Address& m : o.more_servers) dup = dup || a.to_string() == m.to_string();
+      if (dup) {
+        err = flag + ": " + a.to_string() + " given twice";
+        return false;
+      }
+      if (o.have_server)
+        o.more_servers.push_back(a);
+      else
+        o.server = a;
       o.have_server = true;
     } else if (flag == "-retry") {
       if (!millis(o.retry_ms, 1)) return false;

@@ -31,7 +31,8 @@ inline constexpr const char* kDefaultListenDir = "/run/distcache";
 struct Options {
   std::vector<Address> listen;  // defaults to kDefaultListen when none given
   bool default_listen = false;  // no -listen given: kDefaultListen is used
-  Address server;               // -server / -connect (required)
+  Address server;               // -server / -connect (required): the first
+  std::vector<Address> more_servers;  // more -server flags: a pool of dc_servers
   bool have_server = false;
   int64_t retry_ms = 5000;                 // -retry: least time between connect attempts
   int64_t idle_ms = 0;                     // -idle: 0 = never drop idle clients

@@ -42,6 +42,7 @@ Connection::Connection(Loop& loop, UniqueFd fd, Handler& handler, ConnectionOpti
       t_(std::move(transport)),
       handler_(&handler),
       opt_(opt),
+      state_(t_ ? State::handshaking : State::open),
       established_(t_ == nullptr) {
   if (!t_) t_ = plain_transport(fd_.get());
   if (opt_.out_low > opt_.out_high) opt_.out_low = opt_.out_high;
@@ -49,9 +50,9 @@ Connection::Connection(Loop& loop, UniqueFd fd, Handler& handler, ConnectionOpti
   rw_.data = this;
   ev_io_init(&ww_, on_write_cb, fd_.get(), EV_WRITE);
   ww_.data = this;
-  ev_io_start(loop_.raw(), &rw_);
+  watch();
   if (opt_.limited) loop_.enter_limits(this);
-  if (!established_) {
+  if (state_ == State::handshaking) {
     // The handshake starts from the loop (a client speaks first), and until
     // it is done the connection holds a started request: the frame
     // deadline covers a peer that never finishes it.
@@ -61,21 +62,34 @@ Connection::Connection(Loop& loop, UniqueFd fd, Handler& handler, ConnectionOpti
 }
 
 Connection::~Connection() {
-  if (!closed_) t_->shutdown();
+  if (state_ != State::closed) t_->shutdown();
   ev_io_stop(loop_.raw(), &rw_);
   ev_io_stop(loop_.raw(), &ww_);
   if (opt_.limited) loop_.leave_limits(this);
   loop_.forget(this);
 }
 
+void Connection::watch() {
+  if (state_ == State::closed) return;
+  bool r = state_ == State::handshaking || reading() || write_io_ == IoResult::want_read;
+  bool w = write_io_ == IoResult::want_write || read_io_ == IoResult::want_write;
+  if (r)
+    ev_io_start(loop_.raw(), &rw_);
+  else
+    ev_io_stop(loop_.raw(), &rw_);
+  if (w)
+    ev_io_start(loop_.raw(), &ww_);
+  else
+    ev_io_stop(loop_.raw(), &ww_);
+}
+
 void Connection::account() {
-  if (opt_.limited && !closed_) loop_.account(this, heap_bytes());
+  if (opt_.limited && state_ != State::closed) loop_.account(this, heap_bytes());
 }
 
 void Connection::track_partial() {
-  if (!opt_.limited || closed_) return;
-  loop_.set_partial(this,
-                    (!established_ && !eof_) || (!paused_ && !draining_ && !eof_ && !dec_.idle()));
+  if (!opt_.limited || state_ == State::closed) return;
+  loop_.set_partial(this, state_ == State::handshaking || (reading() && !dec_.idle()));
 }
 
 size_t Connection::heap_bytes() const {
@@ -83,13 +97,13 @@ size_t Connection::heap_bytes() const {
 }
 
 void Connection::queued() {
-  if (closed_) return;
+  if (state_ == State::closed) return;
   loop_.want_flush(this);
   account();  // may close this connection (the budget)
 }
 
 bool Connection::send(const proto::Message& m, std::span<const proto::Bytes> parts) {
-  if (closed_ || !proto::append(out_, m, parts)) return false;
+  if (state_ == State::closed || !proto::append(out_, m, parts)) return false;
   queued();
   return true;
 }
@@ -100,15 +114,15 @@ bool Connection::send(const proto::Message& m) {
 }
 
 bool Connection::send_raw(proto::Bytes bytes) {
-  if (closed_) return false;
+  if (state_ == State::closed) return false;
   out_.insert(out_.end(), bytes.begin(), bytes.end());
   queued();
   return true;
 }
 
 void Connection::close(CloseReason why) {
-  if (closed_) return;
-  closed_ = true;
+  if (state_ == State::closed) return;
+  state_ = State::closed;
   reason_ = why;
   ev_io_stop(loop_.raw(), &rw_);
   ev_io_stop(loop_.raw(), &ww_);
@@ -126,33 +140,32 @@ void Connection::close(CloseReason why) {
 }
 
 void Connection::close_after_flush(CloseReason why) {
-  if (closed_) return;
-  draining_ = true;
-  reason_ = why;
-  set_reading(false);
-  if (pending_output() == 0)
+  if (state_ == State::closed) return;
+  if (state_ == State::handshaking || pending_output() == 0) {
     close(why);
-  else
-    queued();
+    return;
+  }
+  state_ = State::draining;
+  reason_ = why;
+  watch();  // stops reading
+  queued();
 }
 
 void Connection::hold_input(bool on) {
-  held_ = on;
-  if (on && !paused_) {
-    // Stop reading now, not at the next read's first message.
-    paused_ = true;
-    set_reading(false);
-    track_partial();
+  if (on) {
+    Input was = input_;
+    input_ = Input::held;
+    if (was == Input::reading) {
+      // Stop reading now, not at the next read's first message.
+      watch();
+      track_partial();
+    }
+    return;
   }
-  // A flush (even of nothing) runs the resume check, from the loop.
-  if (!on && paused_) queued();
-}
-
-void Connection::set_reading(bool on) {
-  if (on)
-    ev_io_start(loop_.raw(), &rw_);
-  else
-    ev_io_stop(loop_.raw(), &rw_);
+  if (input_ == Input::reading) return;
+  if (input_ == Input::held) input_ = Input::paused;
+  // A flush (even of nothing) runs the resume step, from the loop.
+  queued();
 }
 
 void Connection::on_read_cb(struct ev_loop*, ev_io* w, int) {
@@ -161,11 +174,11 @@ void Connection::on_read_cb(struct ev_loop*, ev_io* w, int) {
 
 void Connection::on_write_cb(struct ev_loop*, ev_io* w, int) {
   auto* c = static_cast<Connection*>(w->data);
-  if (c->read_wants_write_) {
+  if (c->read_io_ == IoResult::want_write) {
     // A read (TLS) waits to write first: it goes on now.
-    c->read_wants_write_ = false;
+    c->read_io_ = IoResult::ok;
     c->on_readable();
-    if (c->closed_) return;
+    if (c->state_ == State::closed) return;
   }
   c->flush();
 }
@@ -174,15 +187,17 @@ IoResult Connection::drive_handshake() {
   IoResult r = t_->handshake();
   switch (r) {
     case IoResult::ok:
+      state_ = State::open;
       established_ = true;
+      write_io_ = IoResult::ok;
+      watch();
       track_partial();
       handler_->on_established(*this);  // may send or close
-      return closed_ ? IoResult::closed : IoResult::ok;
+      return state_ == State::closed ? IoResult::closed : IoResult::ok;
     case IoResult::want_read:
-      ev_io_stop(loop_.raw(), &ww_);
-      return r;
     case IoResult::want_write:
-      ev_io_start(loop_.raw(), &ww_);
+      write_io_ = r;  // the handshake waits like a write: see watch()
+      watch();
       return r;
     case IoResult::closed:
       close(CloseReason::peer_closed);
@@ -195,23 +210,20 @@ IoResult Connection::drive_handshake() {
 }
 
 void Connection::on_readable() {
-  if (closed_) return;
-  if (!established_) {
+  if (state_ == State::closed) return;
+  if (state_ == State::handshaking) {
     if (drive_handshake() != IoResult::ok) return;
     // Records that came with the end of the handshake are read below; the
     // output queued meanwhile goes with the next flush.
     if (pending_output() > 0) loop_.want_flush(this);
   }
-  if (write_wants_read_) {
-    write_wants_read_ = false;
-    loop_.want_flush(this);
-  }
-  // Reading stopped (backpressure, closing) but a write woke us (TLS).
-  if (paused_ || draining_ || eof_) return;
-  // A transport that reads ahead (TLS) is read until it holds nothing more,
-  // else what it took off the socket would wait for more bytes to arrive.
-  // A plain socket: one read per wake-up.
-  while (read_some() == IoResult::ok && !closed_ && !paused_ && !eof_ && t_->pending()) {
+  // A write that waited to read first (TLS) goes on with the next flush.
+  if (write_io_ == IoResult::want_read) loop_.want_flush(this);
+  // When not reading (backpressure, hold, end of stream, closing) a write
+  // woke us, nothing more. A transport that reads ahead (TLS) is read until
+  // it holds nothing more, else what it took off the socket would wait for
+  // more bytes to arrive. A plain socket: one read per wake-up.
+  while (reading() && read_some() == IoResult::ok && t_->pending()) {
   }
 }
 
@@ -230,7 +242,7 @@ IoResult Connection::read_some() {
   if (got > 0) {
     proto::Bytes in(buf.data(), got);
     size_t left = consume(in);
-    if (closed_) return IoResult::closed;
+    if (state_ == State::closed) return IoResult::closed;
     if (left > 0) {
       // Backpressure stopped decoding: hold the rest (the scratch buffer is
       // reused by the next read of any connection).
@@ -243,32 +255,47 @@ IoResult Connection::read_some() {
     case IoResult::want_read:
       break;
     case IoResult::want_write:
-      read_wants_write_ = true;
-      ev_io_start(loop_.raw(), &ww_);
+      read_io_ = IoResult::want_write;
+      watch();
       break;
-    case IoResult::closed: {
-      // The peer will send no more; answers already queued still go out,
-      // and those the handler still owes when it says so, unless the peer
-      // is gone altogether (a hang-up: a UNIX socket's peer that closed,
-      // not just shut down its sending side), when nobody would read them.
-      // A TCP peer's close looks like a half-close here; the first write
-      // after it fails and closes the connection.
-      eof_ = true;
-      set_reading(false);
-      pollfd p{fd_.get(), 0, 0};
-      bool gone = ::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
-      if (gone || !handler_->on_eof(*this)) close_after_flush(CloseReason::peer_closed);
+    case IoResult::closed:
+      on_end_of_stream();
       break;
-    }
     case IoResult::error:
       close(CloseReason::io_error);
       return IoResult::error;
   }
-  if (closed_) return IoResult::closed;
+  if (state_ == State::closed) return IoResult::closed;
   track_partial();  // after an end of stream the rest will never come: not the deadline's business
   account();
   return got > 0 && st.result == IoResult::ok ? IoResult::ok : st.result;
 }
+
+void Connection::on_end_of_stream() {
+  // The peer will send no more; answers already queued still go out, and
+  // those the handler still owes when it says so, unless the peer is gone
+  // altogether (a hang-up: a UNIX socket's peer that closed, not just shut
+  // down its sending side), when nobody would read them. A TCP peer's close
+  // looks like a half-close here; the first write after it fails and closes
+  // the connection.
+  if (state_ == State::open) state_ = State::half_closed;
+  watch();  // stops reading
+  pollfd p{fd_.get(), 0, 0};
+  bool gone = ::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
+  if (gone || !handler_->on_eof(*this)) close_after_flush(CloseReason::peer_closed);
+}
+
+namespace {
+// Whether `in` starts with one whole frame that is a whole message (its
+// header's complete byte set, all its data present). Peeks at the header
+// fields of PROTOCOL.md (offset 11: complete, 12..13: data length) without
+// decoding, so that look_ahead never makes the decoder reassemble.
+bool whole_message_at(proto::Bytes in) {
+  if (in.size() < proto::kHeaderSize) return false;
+  size_t len = proto::get_u16(in.data() + 12);
+  return in[11] == 1 && in.size() >= proto::kHeaderSize + len;
+}
+}  // namespace
 
 size_t Connection::look_ahead(proto::Bytes in) {
   constexpr size_t kMaxAhead = 64;
@@ -279,9 +306,7 @@ size_t Connection::look_ahead(proto::Bytes in) {
   // decoder never allocates (a partial or multi-frame message ends the run
   // before a frame of it is taken).
   proto::Decoder la;
-  while (n < max && in.size() >= proto::kHeaderSize) {
-    size_t len = proto::get_u16(in.data() + 12);
-    if (in[11] != 1 || in.size() < proto::kHeaderSize + len) break;
+  while (n < max && whole_message_at(in)) {
     proto::DecodeResult r = la.decode(in, batch[n]);
     if (r.status != proto::DecodeStatus::message) break;
     in = in.subspan(r.consumed);
@@ -294,10 +319,10 @@ size_t Connection::look_ahead(proto::Bytes in) {
 size_t Connection::consume(proto::Bytes in) {
   size_t ahead = 0;  // messages at the front of `in` already announced
   while (!in.empty()) {
-    if (draining_) return 0;  // nothing more is read once closing
-    if (held_ || (opt_.backpressure && pending_output() >= opt_.out_high)) {
-      paused_ = true;
-      set_reading(false);
+    if (state_ == State::draining) return 0;  // nothing more is read once closing
+    if (input_ == Input::held || (opt_.backpressure && pending_output() >= opt_.out_high)) {
+      if (input_ == Input::reading) input_ = Input::paused;
+      watch();  // stops reading
       return in.size();
     }
     if (opt_.lookahead && ahead == 0 && dec_.idle()) ahead = look_ahead(in);
@@ -314,7 +339,7 @@ size_t Connection::consume(proto::Bytes in) {
     }
     if (r.status == proto::DecodeStatus::need_more) return 0;  // all consumed
     handler_->on_message(*this, m);
-    if (closed_) return 0;
+    if (state_ == State::closed) return 0;
     // The reassembly buffer of a long message is not kept by an idle
     // untrusted connection (m.payload pointed into it: no longer used).
     if (opt_.limited && dec_.idle() && dec_.heap_bytes() > kIdleKeep) dec_ = proto::Decoder();
@@ -326,7 +351,7 @@ void Connection::resume_input() {
   if (in_off_ < in_.size()) {
     proto::Bytes rest(in_.data() + in_off_, in_.size() - in_off_);
     size_t left = consume(rest);
-    if (closed_) return;
+    if (state_ == State::closed) return;
     in_off_ = in_.size() - left;
   }
   if (in_off_ >= in_.size()) {
@@ -335,12 +360,7 @@ void Connection::resume_input() {
   }
 }
 
-IoResult Connection::flush() {
-  if (closed_) return IoResult::closed;
-  if (!established_) {
-    IoResult r = drive_handshake();
-    if (r != IoResult::ok) return r;
-  }
+IoResult Connection::write_out() {
   IoResult res = IoResult::ok;
   while (out_off_ < out_.size()) {
     IoStep st = t_->write(std::span<const uint8_t>(out_.data() + out_off_, out_.size() - out_off_));
@@ -348,53 +368,62 @@ IoResult Connection::flush() {
       out_off_ += st.n;
       continue;
     }
-    if (st.result == IoResult::want_write) {
-      res = IoResult::want_write;
-      break;
+    if (st.result != IoResult::want_write && st.result != IoResult::want_read) {
+      close(CloseReason::io_error);
+      return IoResult::error;
     }
-    if (st.result == IoResult::want_read) {
-      // The transport must read first (TLS): the next readable event
-      // flushes again.
-      write_wants_read_ = true;
-      res = IoResult::want_read;
-      break;
-    }
-    close(CloseReason::io_error);
-    return IoResult::error;
+    // want_write: the writable event flushes again; want_read: the
+    // transport must read first (TLS), the next readable event does.
+    res = st.result;
+    break;
   }
+  write_io_ = res;
   if (res == IoResult::ok) {
     out_.clear();
     out_off_ = 0;
     if (out_.capacity() > (opt_.limited ? kIdleKeep : kKeepCapacity))
       std::vector<uint8_t>().swap(out_);
-    ev_io_stop(loop_.raw(), &ww_);
-    if (draining_) {
-      close(reason_);
-      return IoResult::closed;
-    }
-  } else {
+  } else if (out_off_ > 0) {
     // Keep the unsent tail at the front so the buffer never creeps.
-    if (out_off_ > 0) {
-      std::memmove(out_.data(), out_.data() + out_off_, out_.size() - out_off_);
-      out_.resize(out_.size() - out_off_);
-      out_off_ = 0;
-    }
-    if (res == IoResult::want_write) ev_io_start(loop_.raw(), &ww_);
+    std::memmove(out_.data(), out_.data() + out_off_, out_.size() - out_off_);
+    out_.resize(out_.size() - out_off_);
+    out_off_ = 0;
   }
-  if (paused_ && !held_ && (!opt_.backpressure || pending_output() < opt_.out_low)) {
-    paused_ = false;
-    resume_input();  // may pause again, queue output or close
-    if (closed_) return IoResult::closed;
-    if (!paused_ && !draining_ && !eof_) {
-      set_reading(true);
-      // Input the transport already holds wakes no watcher: read it now.
-      if (t_->pending()) on_readable();
-      if (closed_) return IoResult::closed;
-    }
-    track_partial();
+  watch();
+  return res;
+}
+
+void Connection::resume_if_drained() {
+  if (input_ != Input::paused) return;  // reading, or held by the owner
+  if (opt_.backpressure && pending_output() >= opt_.out_low) return;
+  input_ = Input::reading;
+  resume_input();  // may pause again, queue output or close
+  if (state_ == State::closed) return;
+  if (reading()) {
+    watch();
+    // Input the transport already holds wakes no watcher: read it now.
+    if (t_->pending()) on_readable();
+    if (state_ == State::closed) return;
   }
+  track_partial();
+}
+
+IoResult Connection::flush() {
+  if (state_ == State::closed) return IoResult::closed;
+  if (state_ == State::handshaking) {
+    IoResult r = drive_handshake();
+    if (r != IoResult::ok) return r;
+  }
+  IoResult res = write_out();
+  if (res == IoResult::error) return res;
+  if (res == IoResult::ok && state_ == State::draining) {
+    close(reason_);
+    return IoResult::closed;
+  }
+  resume_if_drained();
+  if (state_ == State::closed) return IoResult::closed;
   account();
-  return closed_ ? IoResult::closed : res;
+  return state_ == State::closed ? IoResult::closed : res;
 }
 
 }  // namespace dc::ev

@@ -1,6 +1,45 @@
 // One protocol connection on a libev loop: the state machine shared by the
 // daemons (dc_server's clients, dc_client's local clients and its upstream).
 //
+// States (Connection::State) and what moves between them:
+//
+//                handshake ok            peer's end of stream
+//   handshaking -------------> open ------------------------> half_closed
+//        |                      |                                   |
+//        |                      | close_after_flush                 | close_after_flush
+//        |                      v                                   | (or on_eof false)
+//        |                   draining <-----------------------------+
+//        |                      | output all written
+//        v                      v
+//      closed <------------------  and from any state: close(), an I/O or
+//                                  transport error, corrupt input, limits
+//
+//   handshaking  the transport's handshake (TLS) is under way; no message
+//                yet. A plain socket starts in open.
+//   open         messages are read, decoded and handed to the Handler.
+//   half_closed  the peer will send no more (Handler::on_eof returned true):
+//                nothing is read; answers still go out.
+//   draining     close_after_flush: nothing is read; closes once the queued
+//                output is written.
+//   closed       the socket is gone; the Handler hears on_close from the loop.
+//
+// Apart from the state, input is gated (Connection::Input) by backpressure
+// and by the owner: reading (the socket is read in state open), paused (the
+// output passed out_high: resumes below out_low) or held (hold_input). The
+// gate is kept across open and half_closed, since a half-closed peer's
+// input already read is still decoded once released.
+//
+// The watchers follow from the state in one place (Connection::watch): the
+// read watcher while handshaking, while reading, or while the transport's
+// last write said want_read; the write watcher while the last write or read
+// said want_write.
+//
+// One loop wake-up: readable -> on_readable (handshake step, then reads
+// while reading); the loop then calls flush() for every connection that
+// queued output or was released, which runs three named steps: write_out
+// (write what the transport takes), then finish a drained close, then
+// resume_if_drained (decode held input and read again).
+//
 // Input is read into the loop's scratch buffer and decoded with
 // proto::Decoder as far as complete messages go; each message is handed to
 // the Handler, which answers by queuing output with send(). Output is
@@ -20,16 +59,15 @@
 // connection, so it may destroy the Connection in on_close.
 //
 // Transport (ev/transport.h): the bytes go through a plain socket or TLS
-// (ev/tls.h), the same state machine for both. A transport with a handshake
-// (TLS) is driven from the same read and write readiness before any message
-// is read or written; until it is done the connection counts as holding a
-// started request (the loop's frame deadline and -maxconns displacement
-// apply, so a silent peer cannot hold a slot), and the handler hears
-// on_established once it is. A transport that reads ahead of what it hands
-// out (TLS records) is read until it has nothing left (Transport::pending),
-// since the socket will not wake the loop for bytes already taken off it.
-// An orderly close (CloseReason local or peer_closed, or the destructor)
-// ends the transport in order: TLS sends its close_notify.
+// (ev/tls.h), the same state machine for both. Until the handshake is done
+// the connection counts as holding a started request (the loop's frame
+// deadline and -maxconns displacement apply, so a silent peer cannot hold a
+// slot), and the handler hears on_established once it is. A transport that
+// reads ahead of what it hands out (TLS records) is read until it has
+// nothing left (Transport::pending), since the socket will not wake the
+// loop for bytes already taken off it. An orderly close (CloseReason local
+// or peer_closed, or the destructor) ends the transport in order: TLS sends
+// its close_notify.
 #pragma once
 
 #include <ev.h>
@@ -148,10 +186,11 @@ class Connection {
   // from the loop. Idempotent (the first reason wins).
   void close(CloseReason why = CloseReason::local);
   // Stops reading now and closes once the queued output is sent (or at
-  // once when nothing is queued).
+  // once when nothing is queued, or while still handshaking: nothing can be
+  // written before the handshake is done).
   void close_after_flush(CloseReason why = CloseReason::local);
 
-  bool closed() const { return closed_; }
+  bool closed() const { return state_ == State::closed; }
   // The transport's handshake is done (always, for a plain socket).
   bool established() const { return established_; }
   // Why the transport failed (CloseReason::tls, io_error), one line; "" if
@@ -163,31 +202,54 @@ class Connection {
   // Output bytes queued and not yet written.
   size_t pending_output() const { return out_.size() - out_off_; }
   // True while backpressure (or hold_input) holds reading.
-  bool paused() const { return paused_; }
+  bool paused() const { return input_ != Input::reading; }
   // The owner's own backpressure: while held, no further message is
   // decoded (the rest of the last read is kept, as under backpressure) and
   // the socket is not read. Released, the held input is decoded before the
   // loop next blocks (never from inside this call) and reading resumes.
   void hold_input(bool on);
-  bool input_held() const { return held_; }
+  bool input_held() const { return input_ == Input::held; }
   // Heap bytes of this connection's buffers (output, held input, decoder).
   size_t heap_bytes() const;
   // What an idle limited connection keeps of each buffer at most.
   static constexpr size_t kIdleKeep = 4096;
 
-  // Writes as much queued output as the socket takes; called by the loop.
+  // Called by the loop once per wake-up for a connection that queued output
+  // or was released: a handshake step while handshaking, then write_out,
+  // the end of a drained close, resume_if_drained. Returns the write's
+  // result (ok: all written), or closed / error.
   IoResult flush();
 
  private:
   friend class Loop;
+  // The lifecycle; see the diagram at the top of this file.
+  enum class State : uint8_t { handshaking, open, half_closed, draining, closed };
+  // The input gate: whether the socket is read and input decoded (state
+  // open) or not (backpressure, or the owner's hold_input).
+  enum class Input : uint8_t { reading, paused, held };
+
   static void on_read_cb(struct ev_loop* l, ev_io* w, int revents);
   static void on_write_cb(struct ev_loop* l, ev_io* w, int revents);
+  // True while the socket is read and messages decoded.
+  bool reading() const { return state_ == State::open && input_ == Input::reading; }
+  // Arms the read and write watchers as the state and the transport's last
+  // want_read / want_write say. The only place that starts or stops them
+  // (but close(), which stops both for good).
+  void watch();
   void on_readable();
   // Reads what the transport has into the scratch buffer and consumes it;
   // returns the last step's result.
   IoResult read_some();
+  // The peer's end of stream (read_some saw `closed`).
+  void on_end_of_stream();
   // One step of the transport's handshake; ok once established.
   IoResult drive_handshake();
+  // Writes queued output until the transport takes no more; ok when all is
+  // written, want_write / want_read when the rest waits, error (closed).
+  IoResult write_out();
+  // Backpressure released (output below out_low, not held): decodes the
+  // held input and reads again.
+  void resume_if_drained();
   // Decodes `in` and dispatches messages until done, closed or paused;
   // returns how many bytes of `in` were not consumed (held back).
   size_t consume(proto::Bytes in);
@@ -196,7 +258,6 @@ class Connection {
   size_t look_ahead(proto::Bytes in);
   void resume_input();
   void queued();
-  void set_reading(bool on);
   // Limited connections: tells the loop how much the buffers hold now, and
   // whether part of a request is waiting for the rest (see set_partial).
   void account();
@@ -215,14 +276,15 @@ class Connection {
   std::vector<uint8_t> in_;  // input held back by backpressure
   size_t in_off_ = 0;
   CloseReason reason_ = CloseReason::local;
-  bool closed_ = false;
-  bool draining_ = false;  // close_after_flush requested
-  bool eof_ = false;
-  bool paused_ = false;
-  bool held_ = false;  // hold_input(true)
+  State state_ = State::open;
+  Input input_ = Input::reading;
+  // What the transport's last read and write (or handshake step) waits
+  // for: want_read, want_write, or ok when nothing. Drives watch().
+  IoResult read_io_ = IoResult::ok;
+  IoResult write_io_ = IoResult::ok;
+  // A fact, not a state: the handshake completed once (established() stays
+  // true after a close that came later).
   bool established_ = true;
-  bool read_wants_write_ = false;  // the transport's read waits for writability
-  bool write_wants_read_ = false;  // the transport's write waits for readability
   // Loop bookkeeping.
   bool in_flush_list_ = false;
   bool in_close_list_ = false;

@@ -24,18 +24,6 @@ size_t connection_cap(size_t wanted, long fd_limit) {
   return std::min(wanted, size_t(fd_limit) - own);
 }
 
-bool parse_uint(const std::string& text, uint64_t max, uint64_t& out) {
-  if (text.empty()) return false;
-  for (char ch : text)
-    if (ch < '0' || ch > '9') return false;
-  errno = 0;
-  char* end = nullptr;
-  unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-  if (errno != 0 || *end != '\0' || v > max) return false;
-  out = v;
-  return true;
-}
-
 bool parse_size(const std::string& text, size_t& out) {
   if (text.empty()) return false;
   std::string digits = text;
@@ -58,7 +46,8 @@ bool parse_size(const std::string& text, size_t& out) {
   }
   if (mult != 1) digits.pop_back();
   uint64_t v = 0;
-  if (!parse_uint(digits, std::numeric_limits<uint64_t>::max() / mult, v)) return false;
+  if (!common::parse_decimal(digits, 0, std::numeric_limits<uint64_t>::max() / mult, v))
+    return false;
   if (v * mult > std::numeric_limits<size_t>::max()) return false;
   out = size_t(v * mult);
   return true;
@@ -83,10 +72,15 @@ std::string absolute_path(const std::string& path) {
 }
 
 bool write_file_atomic(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // mkstemp: a new file of an unpredictable name in the same directory
+  // (O_EXCL: no symlink or existing file is followed or truncated), made
+  // readable like any pidfile, then renamed over `path` (a symlink at
+  // `path` is replaced, not followed).
+  std::string tmp = path + ".XXXXXX";
+  int fd = ::mkostemp(tmp.data(), O_CLOEXEC);
   if (fd < 0) return false;
-  bool ok = ::write(fd, text.data(), text.size()) == ssize_t(text.size());
+  bool ok =
+      ::fchmod(fd, 0644) == 0 && ::write(fd, text.data(), text.size()) == ssize_t(text.size());
   int saved = errno;
   ::close(fd);
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
@@ -167,7 +161,7 @@ FlagParse FlagReader::stats_flag(StatsOptions& o) {
   } else if (flag_ == "-stats-interval") {
     if (!value(v)) return FlagParse::error;
     uint64_t n = 0;
-    if (!parse_uint(v, 86400000, n) || n < 10) {
+    if (!common::parse_decimal(v, 10, 86400000, n)) {
       err_ = "-stats-interval: \"" + v + "\" is not a number of milliseconds from 10 to 86400000";
       return FlagParse::error;
     }

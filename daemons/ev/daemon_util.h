@@ -12,14 +12,18 @@
 #include <vector>
 
 #include "addr.h"
+#include "common/parse.h"
 #include "ev/stats.h"
 #include "net.h"
 
 namespace dc::ev {
 
-// Parses a decimal number made of digits only (no sign, no spaces) that is
-// at most `max`. Returns false on anything else or on overflow.
-bool parse_uint(const std::string& text, uint64_t max, uint64_t& out);
+// Decimal numbers: common::parse_decimal. parse_uint(text, max, out) is
+// parse_decimal(text, 0, max, out), kept only for daemons/agent/options.cc
+// (being changed elsewhere at the time of writing); use parse_decimal.
+inline bool parse_uint(const std::string& text, uint64_t max, uint64_t& out) {
+  return common::parse_decimal(text, 0, max, out);
+}
 
 // Parses a size with an optional K, M or G suffix (powers of 1024, case
 // insensitive). Returns false on junk or overflow.
@@ -32,7 +36,8 @@ bool parse_mode(const std::string& text, int& out);
 // already absolute or empty, or when the directory cannot be read).
 std::string absolute_path(const std::string& path);
 
-// Replaces `path` with `text` through a temporary file and rename(2), so a
+// Replaces `path` with `text` through a temporary file made with mkstemp(3)
+// in the same directory and rename(2), so a
 // reader never sees half a file. False (nothing left behind) on failure;
 // errno tells why.
 bool write_file_atomic(const std::string& path, const std::string& text);

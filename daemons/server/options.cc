@@ -70,7 +70,7 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
     } else if (flag == "-sessions") {
       if (!args.value(v)) return false;
       uint64_t n = 0;
-      if (!ev::parse_uint(v, kMaxSessions, n) || n == 0) {
+      if (!common::parse_decimal(v, 1, kMaxSessions, n)) {
         err = "-sessions: \"" + v + "\" is not a number from 1 to " + std::to_string(kMaxSessions);
         return false;
       }
@@ -90,7 +90,7 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
     } else if (flag == "-maxlifetime") {
       if (!args.value(v)) return false;
       uint64_t n = 0;
-      if (!ev::parse_uint(v, proto::kMaxTimeoutMs, n) || n == 0) {
+      if (!common::parse_decimal(v, 1, proto::kMaxTimeoutMs, n)) {
         err = "-maxlifetime: \"" + v + "\" is not a number of milliseconds from 1 to " +
               std::to_string(proto::kMaxTimeoutMs);
         return false;
@@ -99,7 +99,7 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
     } else if (flag == "-maxconns") {
       if (!args.value(v)) return false;
       uint64_t n = 0;
-      if (!ev::parse_uint(v, kMaxConns, n) || n == 0) {
+      if (!common::parse_decimal(v, 1, kMaxConns, n)) {
         err = "-maxconns: \"" + v + "\" is not a number from 1 to " + std::to_string(kMaxConns);
         return false;
       }
@@ -108,7 +108,7 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
     } else if (flag == "-frametimeout") {
       if (!args.value(v)) return false;
       uint64_t n = 0;
-      if (!ev::parse_uint(v, kMaxFrameTimeoutMs, n)) {
+      if (!common::parse_decimal(v, 0, kMaxFrameTimeoutMs, n)) {
         err = "-frametimeout: \"" + v + "\" is not a number of milliseconds from 0 (never) to " +
               std::to_string(kMaxFrameTimeoutMs);
         return false;
@@ -127,7 +127,7 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
     } else if (flag == "-progress") {
       if (!args.value(v)) return false;
       uint64_t n = 0;
-      if (!ev::parse_uint(v, std::numeric_limits<uint32_t>::max(), n) || n == 0) {
+      if (!common::parse_decimal(v, 1, std::numeric_limits<uint32_t>::max(), n)) {
         err = "-progress: \"" + v + "\" is not a number of operations from 1 to 4294967295";
         return false;
       }

@@ -170,7 +170,7 @@ Store::Session* Store::find(Bytes id, int64_t now) {
   return s;
 }
 
-bool Store::grow() {
+void Store::grow() {
   decltype(slots_) old(slots_.size() * 2, 0);
   old.swap(slots_);
   mask_ = slots_.size() - 1;
@@ -181,7 +181,6 @@ bool Store::grow() {
     while (slots_[i]) i = (i + 1) & mask_;
     slots_[i] = v;
   }
-  return true;
 }
 
 void Store::index_insert(Session* s, uint64_t h) {

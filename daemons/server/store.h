@@ -137,7 +137,8 @@ class Store {
   void prefetch_block(uint64_t h) const;
   void index_insert(Session* s, uint64_t h);
   void index_erase(size_t slot);
-  bool grow();
+  // Doubles the index and reinserts every session.
+  void grow();
   void heap_push(Session* s, int64_t expiry);
   void heap_erase(size_t pos);
   void sift_up(size_t pos);

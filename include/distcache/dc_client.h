@@ -107,6 +107,9 @@ DC_EXPORT int DC_CTX_has_session(DC_CTX *ctx, const unsigned char *id_data, unsi
 
 /* Default deadline of one operation (connect + send + receive), in ms. */
 #define DC_DEFAULT_OP_TIMEOUT_MS 100
+/* The longest deadline of one operation DC_CTX_set_timeout and
+ * DC_CACHE_TIMEOUT_MS accept, in ms. */
+#define DC_MAX_OP_TIMEOUT_MS 60000
 /* Default back-off (circuit breaker open) after a failed operation, in ms. */
 #define DC_DEFAULT_BACKOFF_MS 1000
 /* DC_CTX_new flag: do not read DC_CACHE_TIMEOUT_MS from the environment
@@ -126,16 +129,17 @@ DC_EXPORT int DC_CTX_has_session(DC_CTX *ctx, const unsigned char *id_data, unsi
 #define DC_ERR_DISCONNECTED 9 /* the agent answered DISCONNECTED: no server, or none in time */
 
 /* Like DC_CTX_new, with the address from DC_CACHE_ADDR and, when set, the
- * per-operation deadline from DC_CACHE_TIMEOUT_MS (1..60000). Returns NULL
- * when a variable is missing or malformed; DC_last_new_error() says which. */
+ * per-operation deadline from DC_CACHE_TIMEOUT_MS (1..DC_MAX_OP_TIMEOUT_MS).
+ * Returns NULL when a variable is missing or malformed; DC_last_new_error()
+ * says which. */
 DC_EXPORT DC_CTX *DC_CTX_new_env(unsigned int flags);
 /* Why the last DC_CTX_new / DC_CTX_new_env of this thread returned NULL:
  * one line naming the address or variable; "" after a success. Never NULL. */
 DC_EXPORT const char *DC_last_new_error(void);
 
-/* Sets the deadline of each operation (1..60000 ms), covering connect, send
- * and receive. Returns non-zero on success, zero (nothing changed) when out
- * of range or ctx is NULL. */
+/* Sets the deadline of each operation (1..DC_MAX_OP_TIMEOUT_MS ms), covering
+ * connect, send and receive. Returns non-zero on success, zero (nothing
+ * changed) when out of range or ctx is NULL. */
 DC_EXPORT int DC_CTX_set_timeout(DC_CTX *ctx, unsigned int msecs);
 /* Sets the back-off after a failed operation (0..600000 ms; 0 disables the
  * circuit breaker). It applies at once, also to a back-off already running

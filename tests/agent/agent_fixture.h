@@ -1,6 +1,6 @@
 // What the dc_client integration tests share: a fresh temporary directory
-// holding a real dc_server ($DC_SERVER_BIN) and a real dc_client
-// ($DC_CLIENT_BIN) on UNIX sockets, each of which can be started, killed,
+// holding a real dc_server ($DC_SERVER) and a real dc_client
+// ($DC_AGENT) on UNIX sockets, each of which can be started, killed,
 // stopped and restarted on the same socket path; waiting until the agent
 // has its upstream connection; the agent's statistics (SIGHUP) and logs.
 #pragma once
@@ -26,15 +26,6 @@ inline std::string slurp(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-// The value of `key=` in a statistics line, or -1.
-inline long long stat_value(const std::string& line, const std::string& key) {
-  std::string pat = " " + key + "=";
-  std::string padded = " " + line;
-  size_t at = padded.find(pat);
-  if (at == std::string::npos) return -1;
-  return std::atoll(padded.c_str() + at + pat.size());
 }
 
 // The sum of the values of every key starting with `prefix` (e.g. all the
@@ -92,7 +83,7 @@ class Cluster {
 
   // Starts dc_server on the server socket and waits until it accepts.
   void start_server() {
-    server_ = Process::spawn({env_or_die("DC_SERVER_BIN"), "-listen", "UNIX:" + server_sock_}, {},
+    server_ = Process::spawn({env_or_die("DC_SERVER"), "-listen", "UNIX:" + server_sock_}, {},
                              dir_.file("server.log"));
     bool up = wait_for_unix_socket(server_sock_, 10000);
     if (!up)
@@ -108,7 +99,7 @@ class Cluster {
   // Starts dc_client -listen <agent socket> -server <server socket> plus
   // `extra` and waits until it accepts local clients.
   void start_agent(const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> argv = {env_or_die("DC_CLIENT_BIN"), "-listen", "UNIX:" + agent_sock_,
+    std::vector<std::string> argv = {env_or_die("DC_AGENT"), "-listen", "UNIX:" + agent_sock_,
                                      "-server", "UNIX:" + server_sock_};
     argv.insert(argv.end(), extra.begin(), extra.end());
     agent_ = Process::spawn(argv, {}, dir_.file("agent.log"));

@@ -318,7 +318,7 @@ void test_fake_server_unmatched_and_garbage(void**) {
   std::string err;
   UniqueFd lfd = listen_on(addr("UNIX:" + fake), ListenOptions{}, err);
   assert_true(bool(lfd));
-  Process agent = Process::spawn({env_or_die("DC_CLIENT_BIN"), "-listen", "UNIX:" + sock, "-server",
+  Process agent = Process::spawn({env_or_die("DC_AGENT"), "-listen", "UNIX:" + sock, "-server",
                                   "UNIX:" + fake, "-retry", "300", "-timeout", "20000"},
                                  {}, d.file("agent.log"));
   assert_true(wait_for_unix_socket(sock, 10000));
@@ -433,7 +433,7 @@ void test_slow_name_resolution(void**) {
   std::string asan_env = "ASAN_OPTIONS=" + std::string(asan && *asan ? asan : "") +
                          (asan && *asan ? ":" : "") + "verify_asan_link_order=0";
   Process agent =
-      Process::spawn({env_or_die("DC_CLIENT_BIN"), "-listen", "UNIX:" + sock, "-server",
+      Process::spawn({env_or_die("DC_AGENT"), "-listen", "UNIX:" + sock, "-server",
                       "IP:slow.distcache.test:" + port, "-retry", "300", "-timeout", "2000"},
                      {"LD_PRELOAD=" + env_or_die("DC_SLOW_RESOLVER"), asan_env}, log);
   if (!wait_for_unix_socket(sock, 15000))
@@ -460,7 +460,7 @@ void test_slow_name_resolution(void**) {
   if (stat_value(st, "resolves") < 1) fail_msg("the name was not looked up again: %s", st.c_str());
 
   // A server under that name: the agent connects and caching works.
-  Process server = Process::spawn({env_or_die("DC_SERVER_BIN"), "-listen", "IP:127.0.0.1:" + port},
+  Process server = Process::spawn({env_or_die("DC_SERVER"), "-listen", "IP:127.0.0.1:" + port},
                                   {}, d.file("server.log"));
   assert_true(wait_for_tcp(uint16_t(std::atoi(port.c_str())), 10000));
   bool working = false;

@@ -28,6 +28,14 @@ struct Req {
   std::vector<uint8_t> expect;
 };
 
+// Starts the cluster's server, then its agent with a -timeout no test here
+// reaches (they are about multiplexing, not deadlines) and `extra`.
+void start(Cluster& cl, std::vector<std::string> extra = {}) {
+  cl.start_server();
+  extra.insert(extra.begin(), {"-timeout", "20000"});
+  cl.start_agent(extra);
+}
+
 void append_req(std::vector<uint8_t>& wire, const Req& r) {
   proto::Message m;
   m.op = r.op;
@@ -60,8 +68,7 @@ std::string session_data(int client, int j) {
 
 void test_hundred_clients_pipelined(void**) {
   Cluster cl;
-  cl.start_server();
-  cl.start_agent({"-timeout", "20000"});
+  start(cl);
   assert_true(cl.wait_upstream());
 
   constexpr int kClients = 100, kSessions = 3, kRounds = 4;
@@ -127,8 +134,7 @@ void test_hundred_clients_pipelined(void**) {
 
 void test_multiframe_sessions_intact(void**) {
   Cluster cl;
-  cl.start_server();
-  cl.start_agent({"-timeout", "20000"});
+  start(cl);
   assert_true(cl.wait_upstream());
   RawConn c = cl.client();
   std::vector<Req> reqs;
@@ -158,8 +164,7 @@ void test_multiframe_sessions_intact(void**) {
 // DISCONNECTED answers wait behind the earlier answers still on the server.
 void test_local_answers_keep_client_order(void**) {
   Cluster cl;
-  cl.start_server();
-  cl.start_agent({"-timeout", "20000", "-maxpending", "2"});
+  start(cl, {"-maxpending", "2"});
   assert_true(cl.wait_upstream());
   RawConn c = cl.client();
   std::string data = "a-session-for-ordering";
@@ -196,8 +201,7 @@ void test_local_answers_keep_client_order(void**) {
 // connection per operation; a newer patch level of version 0x0011 is fine too.
 void test_1x_client_interop(void**) {
   Cluster cl;
-  cl.start_server();
-  cl.start_agent({"-timeout", "20000"});
+  start(cl);
   assert_true(cl.wait_upstream());
 
   auto frame = [](uint32_t level, uint32_t uid, Op op, const std::vector<uint8_t>& data) {
@@ -276,8 +280,7 @@ void test_1x_client_interop(void**) {
 
 void test_thousand_short_connections(void**) {
   Cluster cl;
-  cl.start_server();
-  cl.start_agent({"-timeout", "20000"});
+  start(cl);
   assert_true(cl.wait_upstream());
   {
     RawConn c = cl.client();
@@ -298,10 +301,9 @@ void test_thousand_short_connections(void**) {
 // Requests surely in flight: the server is stopped while they are sent.
 void test_client_gone_with_requests_in_flight(void**) {
   Cluster cl;
-  cl.start_server();
   // -maxout 1M: up to 128 GETs of one client in flight (4 x 1M / 32K), so
   // all 50 are forwarded.
-  cl.start_agent({"-timeout", "20000", "-maxout", "1M"});
+  start(cl, {"-maxout", "1M"});
   assert_true(cl.wait_upstream());
   RawConn keep = cl.client();
   assert_int_equal(keep.add("stay", "stays-around", 600000), kOk);
@@ -339,8 +341,7 @@ void test_client_gone_with_requests_in_flight(void**) {
 // is stopped, so no answer is even queued when the agent reads the EOF.
 void test_half_closed_client_gets_its_answers(void**) {
   Cluster cl;
-  cl.start_server();
-  cl.start_agent({"-timeout", "20000"});
+  start(cl);
   assert_true(cl.wait_upstream());
   RawConn setup = cl.client();
   assert_int_equal(setup.add("half", "answered-after-eof", 600000), kOk);
@@ -372,8 +373,7 @@ void test_half_closed_client_gets_its_answers(void**) {
 // answered, in order, once the server answers.
 void test_gets_in_flight_bounded(void**) {
   Cluster cl;
-  cl.start_server();
-  cl.start_agent({"-timeout", "20000"});
+  start(cl);
   assert_true(cl.wait_upstream());
   RawConn c = cl.client();
   assert_int_equal(c.add("g", "some-session", 600000), kOk);
@@ -395,8 +395,7 @@ void test_gets_in_flight_bounded(void**) {
 // what it had sent is forwarded for it.
 void test_held_client_hangs_up(void**) {
   Cluster cl;
-  cl.start_server();
-  cl.start_agent({"-timeout", "20000"});
+  start(cl);
   assert_true(cl.wait_upstream());
   RawConn keep = cl.client();
   assert_int_equal(keep.add("h", "held-session", 600000), kOk);
@@ -421,8 +420,7 @@ void test_held_client_hangs_up(void**) {
 
 void test_bad_clients_lose_only_their_connection(void**) {
   Cluster cl;
-  cl.start_server();
-  cl.start_agent({"-timeout", "20000", "-clientpending", "10"});
+  start(cl, {"-clientpending", "10"});
   assert_true(cl.wait_upstream());
   RawConn good = cl.client();
   assert_int_equal(good.add("good", "good-client-data", 600000), kOk);
@@ -474,7 +472,7 @@ void test_bad_clients_lose_only_their_connection(void**) {
 }
 
 void run_dc_test(const Cluster& cl, bool persistent) {
-  std::vector<std::string> argv = {env_or_die("DC_TEST_BIN"),
+  std::vector<std::string> argv = {env_or_die("DC_TEST"),
                                    "-connect",
                                    "UNIX:" + cl.agent_sock(),
                                    "-ops",
@@ -490,8 +488,7 @@ void run_dc_test(const Cluster& cl, bool persistent) {
 
 void test_dc_test_through_agent(void**) {
   Cluster cl;
-  cl.start_server();
-  cl.start_agent({"-timeout", "20000"});
+  start(cl);
   assert_true(cl.wait_upstream());
   run_dc_test(cl, false);
   run_dc_test(cl, true);

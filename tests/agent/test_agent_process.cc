@@ -23,33 +23,13 @@ using namespace dc::test;
 namespace {
 
 std::string bin() {
-  return env_or_die("DC_CLIENT_BIN");
-}
-
-bool exists(const std::string& path) {
-  struct stat st;
-  return lstat(path.c_str(), &st) == 0;
-}
-
-bool gone(const std::string& path) {
-  for (int i = 0; i < 1000 && exists(path); ++i) usleep(10000);
-  return !exists(path);
-}
-
-std::string first_line(const std::string& s) {
-  return s.substr(0, s.find('\n'));
+  return env_or_die("DC_AGENT");
 }
 
 void expect_bad(const std::vector<std::string>& args, const std::string& names) {
   std::vector<std::string> argv = {bin()};
   argv.insert(argv.end(), args.begin(), args.end());
-  std::string out;
-  int rc = run(argv, out, 10000);
-  std::string line = first_line(out);
-  if (rc != 2 || line.find("dc_client: ") != 0 || line.find(names) == std::string::npos ||
-      out.find("Usage: dc_client") == std::string::npos)
-    fail_msg("args ending %s: exit %d, output:\n%s", args.empty() ? "(none)" : args.back().c_str(),
-             rc, out.c_str());
+  expect_usage_error("dc_client", argv, names);
 }
 
 void test_bad_flags_exit_2(void**) {
@@ -119,8 +99,8 @@ void test_daemon_pidfile_and_clean_exit(void**) {
   }
   assert_true(working);
   assert_int_equal(kill(pid, SIGTERM), 0);
-  assert_true(gone(pidfile));
-  assert_true(gone(sock));
+  assert_true(wait_gone(pidfile));
+  assert_true(wait_gone(sock));
   for (int i = 0; i < 1000 && kill(pid, 0) == 0; ++i) usleep(10000);
   assert_int_equal(kill(pid, 0), -1);
 }
@@ -133,7 +113,7 @@ void test_sigint_clean_exit(void**) {
   auto st = cl.agent().wait(10000);
   assert_true(st.has_value());
   assert_int_equal(exit_code(*st), 0);
-  assert_false(exists(cl.agent_sock()));
+  assert_false(path_exists(cl.agent_sock()));
 }
 
 // Runs argv and checks it exits 1 with exactly one line, "NAME: ...",
@@ -162,11 +142,11 @@ void test_listen_dir_writable_by_all(void**) {
   // Anyone could put their own socket there: refused, nothing made.
   expect_refused({bin(), "-listen", "UNIX:" + open_dir + "/a", "-server", server}, "dc_client",
                  {open_dir, "not sticky"});
-  assert_false(exists(open_dir + "/a"));
+  assert_false(path_exists(open_dir + "/a"));
   // dc_server opens its sockets the same way.
-  expect_refused({env_or_die("DC_SERVER_BIN"), "-listen", "UNIX:" + open_dir + "/s"}, "dc_server",
+  expect_refused({env_or_die("DC_SERVER"), "-listen", "UNIX:" + open_dir + "/s"}, "dc_server",
                  {open_dir, "not sticky"});
-  assert_false(exists(open_dir + "/s"));
+  assert_false(path_exists(open_dir + "/s"));
 
   // Sticky, like /tmp: nobody can remove or rename another's file there.
   assert_int_equal(mkdir(sticky.c_str(), 0700), 0);
@@ -175,7 +155,7 @@ void test_listen_dir_writable_by_all(void**) {
                              d.file("log"));
   assert_true(wait_for_unix_socket(sticky + "/a", 10000));
   assert_int_equal(exit_code(p.stop()), 0);
-  assert_true(gone(sticky + "/a"));
+  assert_true(wait_gone(sticky + "/a"));
 }
 
 void test_listen_path_taken(void**) {
@@ -223,16 +203,16 @@ void test_listen_path_of_another_user(void**) {
 // an agent of this machine already uses that path.
 void test_default_listen_path(void**) {
   const std::string dir = "/run/distcache", sock = dir + "/dc_client.sock";
-  if (geteuid() != 0 || exists(sock)) DC_SKIP("needs root and no %s in use", sock.c_str());
+  if (geteuid() != 0 || path_exists(sock)) DC_SKIP("needs root and no %s in use", sock.c_str());
   TempDir d;
   std::string server = "UNIX:" + d.file("s");
-  bool made = !exists(dir);
-  if (made && exists("/usr/bin/setpriv")) {
+  bool made = !path_exists(dir);
+  if (made && path_exists("/usr/bin/setpriv")) {
     // A user who may not make the directory is told so, and what to do.
     expect_refused({"/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
                     bin(), "-server", server},
                    "dc_client", {dir, "-listen"});
-    assert_false(exists(dir));
+    assert_false(path_exists(dir));
   }
   Process p = Process::spawn({bin(), "-server", server}, {}, d.file("log"));
   bool up = wait_for_unix_socket(sock, 10000);
@@ -243,7 +223,7 @@ void test_default_listen_path(void**) {
   assert_true(S_ISDIR(st.st_mode));
   if (made) assert_int_equal(st.st_mode & 07777, 0755);
   assert_int_equal(exit_code(p.stop()), 0);
-  assert_true(gone(sock));
+  assert_true(wait_gone(sock));
   if (made) rmdir(dir.c_str());
 }
 

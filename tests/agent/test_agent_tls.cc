@@ -72,7 +72,7 @@ struct TlsServer {
   Process proc;
   uint16_t port = free_tcp_port();
   TlsServer() {
-    std::vector<std::string> argv = {env_or_die("DC_SERVER_BIN"), "-listen",
+    std::vector<std::string> argv = {env_or_die("DC_SERVER"), "-listen",
                                      "UNIX:" + dir.file("s"), "-listen",
                                      "IP:127.0.0.1:" + std::to_string(port)};
     for (const std::string& f : pki().server_flags()) argv.push_back(f);
@@ -136,7 +136,7 @@ struct Agent {
   Process proc;
   std::string sock = dir.file("a");
   Agent(uint16_t port, const std::vector<std::string>& extra) {
-    std::vector<std::string> argv = {env_or_die("DC_CLIENT_BIN"),
+    std::vector<std::string> argv = {env_or_die("DC_AGENT"),
                                      "-listen",
                                      "UNIX:" + sock,
                                      "-server",
@@ -297,7 +297,7 @@ void test_bad_files_at_start(void**) {
   const Pki& p = pki();
   std::string port = "IP:127.0.0.1:" + std::to_string(free_tcp_port());
   auto server = [&](const std::string& cert, const std::string& key, const std::string& ca) {
-    return std::vector<std::string>{env_or_die("DC_SERVER_BIN"),
+    return std::vector<std::string>{env_or_die("DC_SERVER"),
                                     "-listen",
                                     port,
                                     "-tls-cert",
@@ -313,7 +313,7 @@ void test_bad_files_at_start(void**) {
   expect_start_error(server(p.f("server.pem"), p.f("server.key"), p.f("empty.pem")),
                      p.f("empty.pem"));
   auto agent = [&](const std::string& cert, const std::string& key, const std::string& ca) {
-    return std::vector<std::string>{env_or_die("DC_CLIENT_BIN"),
+    return std::vector<std::string>{env_or_die("DC_AGENT"),
                                     "-listen",
                                     "UNIX:" + d.file("a"),
                                     "-server",
@@ -332,7 +332,7 @@ void test_bad_files_at_start(void**) {
   // One of the three without the others: a usage error.
   std::string out;
   assert_int_equal(
-      run({env_or_die("DC_SERVER_BIN"), "-listen", port, "-tls-cert", p.f("server.pem")}, out,
+      run({env_or_die("DC_SERVER"), "-listen", port, "-tls-cert", p.f("server.pem")}, out,
           10000),
       2);
   assert_true(out.find("-tls-key") != std::string::npos);

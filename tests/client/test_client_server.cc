@@ -20,6 +20,7 @@
 #include "harness.h"
 
 using dc::test::Process;
+using dc::test::stat_value;
 using dc::test::TempDir;
 
 namespace {
@@ -192,13 +193,6 @@ void test_has_tristate(void**) {
   assert_int_equal(have(ctx, "here"), 0);  // a new, empty server
   assert_int_equal(DC_CTX_last_error(ctx), DC_ERR_NONE);
   DC_CTX_free(ctx);
-}
-
-// The value of ` key=` in a dc_server statistics line (any key but the
-// first), or -1.
-long long stat_value(const std::string& line, const std::string& key) {
-  size_t at = line.find(" " + key + "=");
-  return at == std::string::npos ? -1 : std::atoll(line.c_str() + at + key.size() + 2);
 }
 
 // The -stats file at `path` once its `key` reaches `least` (or after 10 s):

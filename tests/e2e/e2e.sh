@@ -358,6 +358,52 @@ case $scenario in
     done
     ;;
 
+  pool)
+    # A pool of 3 dc_servers (-server three times) behind two agents, one
+    # per nginx: every id goes to the same server from either agent
+    # (rendezvous hashing, docs/backends.md), so sessions cross both ways,
+    # TLS 1.2 and 1.3. Then kill -9 of one server: once the agents have
+    # noticed, new sessions go to the next server in hash order and still
+    # cross; restarted, it is used again.
+    pool=()
+    for n in 1 2 3; do
+      e2e_start_server "pool$n" "$E2E_DIR/pool$n.stats"
+      pool+=(-server "$SERVER_ADDR")
+      eval "POOL_PID_$n=$SERVER_PID"
+    done
+    SERVER_ADDR=${pool[1]}
+    e2e_start_agent agentA 2000 "${pool[@]:2}"; AGENT_A=$AGENT_ADDR; AGENT_A_PID=$AGENT_PID
+    e2e_start_agent agentB 2000 "${pool[@]:2}"; AGENT_B=$AGENT_ADDR
+    e2e_start_nginx A cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_A" "$TIMEOUT"
+    e2e_start_nginx B cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_B" "$TIMEOUT"
+    for i in 1 2 3; do both_ways; done
+    adds=0 used=0
+    for n in 1 2 3; do
+      line=$(e2e_server_stats "$E2E_DIR/pool$n.stats") || e2e_die "pool$n wrote no statistics"
+      a=$(e2e_stat "$line" add_ok)
+      adds=$((adds + a))
+      ((a > 0)) && used=$((used + 1))
+    done
+    ((adds >= 12)) || e2e_die "the pool stored $adds sessions, expected at least 12"
+    ((used >= 2)) || e2e_die "only $used server(s) of the pool stored sessions"
+    e2e_log "ok: $adds sessions stored over $used servers of the pool"
+    kill -9 "$POOL_PID_2"
+    for a in agentA agentB; do
+      e2e_wait_for "$a to notice" 100 grep -q "lost the server" "$E2E_DIR/$a.log" ||
+        e2e_die "$a did not notice the killed server"
+    done
+    for i in 1 2 3; do both_ways; done
+    e2e_log "ok: sessions cross with one server of the pool killed"
+    e2e_start_server pool2 "$E2E_DIR/pool2.stats"
+    for a in agentA agentB; do
+      e2e_wait_for "$a to reconnect" 100 grep -q "connected to the server" "$E2E_DIR/$a.log" ||
+        e2e_die "$a did not reconnect to the restarted server"
+    done
+    for i in 1 2 3 4; do both_ways; done
+    line=$(e2e_server_stats "$E2E_DIR/pool2.stats") || e2e_die "pool2 wrote no statistics"
+    e2e_log "ok: the restarted server: $line"
+    ;;
+
   agent_outage)
     start_pair ""
     e2e_expect_resume A "$PORT_A" B "$PORT_B" tls1_2

@@ -13,7 +13,7 @@
 // 99th percentile, measured by a probe thread). The daemon's resident
 // memory must stay under the bounds below (also stated in docs/faults.md).
 //
-// Binaries: $DC_SERVER_BIN, $DC_CLIENT_BIN (set by meson). A seed for the
+// Binaries: $DC_SERVER, $DC_AGENT (set by meson). A seed for the
 // random bytes is printed; FAULTS_SEED=N repeats a run.
 #include <errno.h>
 #include <fcntl.h>
@@ -80,12 +80,12 @@ class Target {
       return sh;
     };
     server_ = Process::spawn(
-        argv({env_or_die("DC_SERVER_BIN"), "-listen", "UNIX:" + dir_.file("s")}, !agent_), {},
+        argv({env_or_die("DC_SERVER"), "-listen", "UNIX:" + dir_.file("s")}, !agent_), {},
         dir_.file("server.log"));
     assert_true(wait_for_unix_socket(dir_.file("s"), 10000));
     if (agent_) {
       agent_proc_ =
-          Process::spawn(argv({env_or_die("DC_CLIENT_BIN"), "-server", "UNIX:" + dir_.file("s"),
+          Process::spawn(argv({env_or_die("DC_AGENT"), "-server", "UNIX:" + dir_.file("s"),
                                "-listen", "UNIX:" + dir_.file("a"), "-retry", "100"},
                               true),
                          {}, dir_.file("agent.log"));

@@ -2,7 +2,7 @@
 // (32-byte ids like TLS session ids, D bytes of data each) through pipelined
 // ADDs, checks a sample with GET, and prints the server's resident memory.
 //
-//   bench_fill DC_SERVER_BIN [N=1000000] [D=256]
+//   bench_fill DC_SERVER [N=1000000] [D=256]
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -25,7 +25,7 @@ std::string id_of(size_t i) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_fill DC_SERVER_BIN [sessions=1000000] [data_bytes=256]\n");
+    std::fprintf(stderr, "usage: bench_fill DC_SERVER [sessions=1000000] [data_bytes=256]\n");
     return 2;
   }
   size_t n = argc > 2 ? std::strtoul(argv[2], nullptr, 10) : 1000000;

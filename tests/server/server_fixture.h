@@ -1,5 +1,5 @@
 // What the dc_server integration tests share: starting the real dc_server
-// (found through $DC_SERVER_BIN, set by meson) on a UNIX socket in a fresh
+// (found through $DC_SERVER, set by meson) on a UNIX socket in a fresh
 // temporary directory and, when asked, on a free loopback TCP port; waiting
 // until it accepts; reading its log; and small helpers over the harness.
 #pragma once
@@ -40,7 +40,7 @@ class ServerProc {
   explicit ServerProc(const std::vector<std::string>& extra = {}, bool tcp = false) {
     sock_ = dir_.file("s");
     log_ = dir_.file("log");
-    std::vector<std::string> argv = {env_or_die("DC_SERVER_BIN"), "-listen", "UNIX:" + sock_};
+    std::vector<std::string> argv = {env_or_die("DC_SERVER"), "-listen", "UNIX:" + sock_};
     if (tcp) {
       port_ = free_tcp_port();
       argv.push_back("-listen");
@@ -87,15 +87,6 @@ class ServerProc {
   uint16_t port_ = 0;
   Process proc_;
 };
-
-// The value of `key=` in a dc_server statistics line, or -1.
-inline long long stat_value(const std::string& line, const std::string& key) {
-  std::string pat = " " + key + "=";
-  std::string padded = " " + line;
-  size_t at = padded.find(pat);
-  if (at == std::string::npos) return -1;
-  return std::atoll(padded.c_str() + at + pat.size());
-}
 
 inline std::string read_file(const std::string& path) {
   std::ifstream in(path);

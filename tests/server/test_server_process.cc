@@ -26,33 +26,13 @@ using namespace dc::test;
 namespace {
 
 std::string bin() {
-  return env_or_die("DC_SERVER_BIN");
-}
-
-bool exists(const std::string& path) {
-  struct stat st;
-  return lstat(path.c_str(), &st) == 0;
-}
-
-// Waits up to 10 s for `path` to vanish.
-bool gone(const std::string& path) {
-  for (int i = 0; i < 1000 && exists(path); ++i) usleep(10000);
-  return !exists(path);
-}
-
-std::string first_line(const std::string& s) {
-  return s.substr(0, s.find('\n'));
+  return env_or_die("DC_SERVER");
 }
 
 void expect_bad(const std::vector<std::string>& args, const std::string& names) {
   std::vector<std::string> argv = {bin()};
   argv.insert(argv.end(), args.begin(), args.end());
-  std::string out;
-  int rc = run(argv, out, 10000);
-  std::string line = first_line(out);
-  if (rc != 2 || line.find(names) == std::string::npos ||
-      out.find("Usage: dc_server") == std::string::npos)
-    fail_msg("args ending %s: exit %d, output:\n%s", args.back().c_str(), rc, out.c_str());
+  expect_usage_error("dc_server", argv, names);
 }
 
 void test_bad_flags_exit_2(void**) {
@@ -90,7 +70,7 @@ void test_sigterm_and_sigint_clean_exit(void**) {
     auto st = s.proc().wait(10000);
     assert_true(st.has_value());
     assert_int_equal(exit_code(*st), 0);
-    assert_false(exists(s.sock()));
+    assert_false(path_exists(s.sock()));
   }
 }
 
@@ -101,7 +81,7 @@ void test_killable(void**) {
     auto st = s.proc().wait(10000);
     assert_true(st.has_value());
     assert_int_equal(exit_code(*st), 0);
-    assert_false(exists(s.sock()));
+    assert_false(path_exists(s.sock()));
   }
   {
     ServerProc s({"-killable"});
@@ -122,7 +102,7 @@ void test_stale_socket_replaced_live_refused(void**) {
     std::strcpy(un.sun_path, path.c_str());
     assert_int_equal(bind(fd.get(), reinterpret_cast<sockaddr*>(&un), sizeof un), 0);
   }
-  assert_true(exists(path));
+  assert_true(path_exists(path));
   Process p = Process::spawn({bin(), "-listen", "UNIX:" + path}, {}, d.file("log1"));
   assert_true(wait_for_unix_socket(path, 10000));
   RawConn c;
@@ -135,12 +115,12 @@ void test_stale_socket_replaced_live_refused(void**) {
   int rc = run({bin(), "-listen", "UNIX:" + path}, out, 10000);
   assert_int_equal(rc, 1);
   assert_non_null(strstr(out.c_str(), "address in use"));
-  assert_true(exists(path));
+  assert_true(path_exists(path));
   RawConn c2;
   assert_true(c2.connect(addr("UNIX:" + path)));
   assert_string_equal(c2.get("first")->c_str(), "server-one");
   assert_int_equal(exit_code(p.stop()), 0);
-  assert_false(exists(path));
+  assert_false(path_exists(path));
 }
 
 void test_daemon_and_pidfile(void**) {
@@ -168,8 +148,8 @@ void test_daemon_and_pidfile(void**) {
   assert_string_equal(c.get("d")->c_str(), "daemonized");
   c.close();
   assert_int_equal(kill(pid, SIGTERM), 0);
-  assert_true(gone(pidfile));
-  assert_true(gone(sock));
+  assert_true(wait_gone(pidfile));
+  assert_true(wait_gone(sock));
   for (int i = 0; i < 1000 && kill(pid, 0) == 0; ++i) usleep(10000);
   assert_int_equal(kill(pid, 0), -1);
 }
@@ -348,7 +328,7 @@ void test_metrics_counts(void**) {
   }
   assert_true(metric_value(file, p + R"(responses_total{op="get",result="hit"})") == 15);
   assert_true(promtool_ok(file));
-  assert_false(exists(prom + ".tmp"));  // renamed into place, nothing left behind
+  assert_false(path_exists(prom + ".tmp"));  // renamed into place, nothing left behind
 }
 
 // What the metrics port must survive: other paths and methods (404), a

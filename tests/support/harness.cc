@@ -1,15 +1,15 @@
 // The shared test harness: see harness.h.
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +20,9 @@
 #include <filesystem>
 #include <fstream>
 #include <utility>
+
+// Last: cmocka's macros (fail, ...) clash with the standard headers.
+#include "cmocka_cpp.h"
 
 namespace dc::test {
 
@@ -110,7 +113,9 @@ bool Process::running() {
   return true;
 }
 
-bool Process::signal(int sig) { return running() && kill(pid_, sig) == 0; }
+bool Process::signal(int sig) {
+  return running() && kill(pid_, sig) == 0;
+}
 
 std::optional<int> Process::wait(int timeout_ms) {
   if (status_) return status_;
@@ -205,8 +210,42 @@ long rss_kb(pid_t pid) {
 
 std::string env_or_die(const char* name) {
   const char* v = std::getenv(name);
-  if (!v || !*v) die(std::string("environment variable ") + name + " is not set (run the test through meson)");
+  if (!v || !*v)
+    die(std::string("environment variable ") + name + " is not set (run the test through meson)");
   return v;
+}
+
+bool path_exists(const std::string& path) {
+  struct stat st;
+  return lstat(path.c_str(), &st) == 0;
+}
+
+bool wait_gone(const std::string& path) {
+  for (int i = 0; i < 1000 && path_exists(path); ++i) usleep(10000);
+  return !path_exists(path);
+}
+
+std::string first_line(const std::string& s) {
+  return s.substr(0, s.find('\n'));
+}
+
+long long stat_value(const std::string& line, const std::string& key) {
+  std::string pat = " " + key + "=";
+  std::string padded = " " + line;
+  size_t at = padded.find(pat);
+  if (at == std::string::npos) return -1;
+  return std::atoll(padded.c_str() + at + pat.size());
+}
+
+void expect_usage_error(const std::string& name, const std::vector<std::string>& argv,
+                        const std::string& names) {
+  std::string out;
+  int rc = run(argv, out, 10000);
+  std::string line = first_line(out);
+  if (rc != 2 || line.find(name + ": ") != 0 || line.find(names) == std::string::npos ||
+      out.find("Usage: " + name) == std::string::npos)
+    fail_msg("args ending %s: exit %d, output:\n%s",
+             argv.size() < 2 ? "(none)" : argv.back().c_str(), rc, out.c_str());
 }
 
 bool RawConn::connect(const Address& a, int timeout_ms) {

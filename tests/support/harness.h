@@ -41,8 +41,7 @@ class Process {
   // the environment. stdout/stderr go to `log_path` when given (appended),
   // else are inherited. Aborts the test program if fork fails.
   static Process spawn(const std::vector<std::string>& argv,
-                       const std::vector<std::string>& env = {},
-                       const std::string& log_path = "");
+                       const std::vector<std::string>& env = {}, const std::string& log_path = "");
   Process(Process&& o) noexcept;
   Process& operator=(Process&& o) noexcept;
   ~Process();
@@ -88,6 +87,22 @@ long rss_kb(pid_t pid);
 // Environment variable `name`, aborting with a clear message when unset
 // (binary paths are handed to tests by meson).
 std::string env_or_die(const char* name);
+
+// ---- What the daemons' process tests check ----
+
+// True when something (file, socket, symlink: not followed) is at `path`.
+bool path_exists(const std::string& path);
+// Waits up to 10 s for `path` to vanish; true once it has.
+bool wait_gone(const std::string& path);
+// `s` up to its first newline.
+std::string first_line(const std::string& s);
+// The value of `key` in a statistics line "k=v k=v ...", or -1 when absent.
+long long stat_value(const std::string& line, const std::string& key);
+// Runs `argv` (a daemon named `name`, e.g. "dc_server", and its flags) and
+// fails the test unless it exits 2 with a first line "NAME: ..." containing
+// `names`, followed by its usage ("Usage: NAME").
+void expect_usage_error(const std::string& name, const std::vector<std::string>& argv,
+                        const std::string& names);
 
 // A blocking protocol client with a deadline on every call.
 class RawConn {
