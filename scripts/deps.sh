@@ -7,11 +7,11 @@
 # Runs `apt-get update` once, and only when something must be installed.
 set -euo pipefail
 
-want=(g++ meson ninja-build pkg-config libssl-dev libev-dev libcmocka-dev)
+want=(g++ meson ninja-build pkg-config libssl-dev libev-dev libcmocka-dev libhiredis-dev)
 case "${1:-build}" in
   build) ;;
   demo) want+=(openssl nginx) ;;
-  test) want+=(openssl nginx libnginx-mod-stream haproxy apache2 stunnel4 python3 curl clang libclang-rt-14-dev iproute2 procps
+  test) want+=(openssl nginx libnginx-mod-stream redis-server redis-tools haproxy apache2 stunnel4 python3 curl clang libclang-rt-14-dev iproute2 procps
                debhelper dpkg-dev build-essential lintian groff-base systemd prometheus) ;;
   bench) want+=(openssl nginx redis-server redis-tools procps gnuplot-nox) ;;
   package) want+=(debhelper dpkg-dev build-essential lintian groff-base systemd) ;;

@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "agent/dc_pool.h"
+#include "agent/redis_backend.h"
 
 namespace dc::agent {
 
@@ -58,7 +59,11 @@ Agent::Agent(ev::Loop& loop, AgentConfig cfg)
     int64_t every = std::max<int64_t>(cfg_.idle_ms / 4, 5);
     idle_.start(every, every);
   }
-  backend_ = std::make_unique<DcPool>(loop_, static_cast<BackendHost&>(*this), cfg_);
+  if (cfg_.redis)
+    backend_ =
+        std::make_unique<RedisBackend>(loop_, static_cast<BackendHost&>(*this), cfg_, *cfg_.redis);
+  else
+    backend_ = std::make_unique<DcPool>(loop_, static_cast<BackendHost&>(*this), cfg_);
 }
 
 Agent::~Agent() {
@@ -312,6 +317,7 @@ std::vector<ev::Stat> Agent::stats_table() {
       {"disconnected_deadline", R"(reason="deadline")"},
       {"disconnected_skipped", R"(reason="skipped")"},
       {"disconnected_lost", R"(reason="lost")"},
+      {"disconnected_refused", R"(reason="refused")"},
   };
   for (size_t k = 0; k < kDisconnectedReasons; ++k)
     t.push_back({kWhy[k][0], "disconnected_total", kWhy[k][1], StatKind::counter,
@@ -319,7 +325,8 @@ std::vector<ev::Stat> Agent::stats_table() {
                           "no_upstream (no connection to dc_server), maxpending (-maxpending "
                           "requests waiting), backlog (too much queued for dc_server), deadline "
                           "(no answer within -timeout), skipped (dc_server answered a later "
-                          "request first), lost (the connection went with it pending)."
+                          "request first), lost (the connection went with it pending), refused "
+                          "(the store answered an error)."
                         : nullptr,
                  i(s.disconnected[k])});
   t.push_back({"dropped", "dropped_total", "", StatKind::counter,

@@ -89,6 +89,8 @@ struct AgentConfig {
   std::optional<SockAddr> server_sa;
   // The other -server flags, in order: a pool (dc_pool.h).
   std::vector<ServerAddr> more_servers;
+  // -server REDIS:host:port: the Redis backend instead of dc_servers.
+  std::optional<RedisConfig> redis;
   int64_t retry_ms = 5000;
   int64_t idle_ms = 0;           // 0: never drop idle clients
   int64_t timeout_ms = 50;       // deadline of a request on the server (options.h)

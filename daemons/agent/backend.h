@@ -14,19 +14,31 @@
 //
 // Backends today: a pool of dc_servers (dc_pool.h; one -server is a pool of
 // one), with one upstream connection per server, each with its own pending
-// FIFO, deadline and reconnect.
+// FIFO, deadline and reconnect; and one Redis server (redis_backend.h).
 #pragma once
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
+#include "addr.h"
 #include "ev/stats.h"
 #include "proto.h"
 
 namespace dc::agent {
 
 struct AgentStats;
+
+// What -server REDIS:host:port, -redis-auth, -redis-prefix and -redis-db
+// say (redis_backend.h).
+struct RedisConfig {
+  Address server;        // an IP address: host and port
+  std::string user;      // empty: the default user (AUTH password)
+  std::string password;  // empty: no AUTH
+  std::string prefix = "dc:";
+  unsigned db = 0;
+};
 
 // Why the agent answered a request DISCONNECTED itself (the reason label
 // of distcache_agent_disconnected_total; keys disconnected_<reason>).
@@ -37,8 +49,9 @@ enum class Disconnected : uint8_t {
   deadline,     // not answered within -timeout (its late answer is dropped)
   skipped,      // the server answered a later request first
   lost,         // the connection was lost (or recycled) with it pending
+  refused,      // the store answered an error (Redis: a permission, an unknown command)
 };
-inline constexpr size_t kDisconnectedReasons = 6;
+inline constexpr size_t kDisconnectedReasons = 7;
 
 // One forwarded request, as the Agent names it: its client (Agent::Local's
 // id, never reused), the client's request sequence number (its slot) and the

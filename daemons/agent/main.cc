@@ -18,6 +18,7 @@
 
 #include "agent/agent.h"
 #include "agent/options.h"
+#include "agent/redis_backend.h"
 #include "ev/daemon_util.h"
 #include "ev/http_metrics.h"
 #include "ev/loop.h"
@@ -118,6 +119,25 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  // Redis: the credentials are read now, as root if started so, and a
+  // problem is one line at start.
+  dc::agent::RedisConfig redis;
+  if (opt.redis) {
+    redis.server = opt.server;
+    redis.prefix = opt.redis_prefix;
+    redis.db = opt.redis_db;
+    std::string err;
+    if (!opt.redis_auth.empty() && !dc::agent::load_redis_auth(opt.redis_auth, redis, err)) {
+      std::fprintf(stderr, "dc_client: %s\n", err.c_str());
+      return 1;
+    }
+    if (!opt.tls.cert.empty()) {
+      std::fprintf(stderr,
+                   "dc_client: -tls-* are not supported with a Redis -server yet: use "
+                   "Redis on a private network, or stunnel in front of it\n");
+      return 1;
+    }
+  }
   std::vector<dc::ev::OpenedListener> opened;
   std::string pidfile;
   if (!dc::ev::start_daemon("dc_client", opt.listen, opt.proc, opened, pidfile)) return 1;
@@ -134,6 +154,7 @@ int main(int argc, char** argv) {
     cfg.server = server;
     cfg.server_sa = server_sa;
     cfg.more_servers = more_servers;
+    if (opt.redis) cfg.redis = redis;
     cfg.retry_ms = opt.retry_ms;
     cfg.idle_ms = opt.idle_ms;
     cfg.timeout_ms = opt.timeout_ms;

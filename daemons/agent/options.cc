@@ -28,6 +28,13 @@ std::string usage() {
          "                      hashing (docs/backends.md), to the next in hash order\n"
          "                      while that one is down\n"
          "  -connect ADDR       the same as -server\n"
+         "  -server REDIS:HOST:PORT  use a Redis server (6.2 or newer) instead of dc_server:\n"
+         "                      ADD is SET key value PX ttl NX, GET, DEL, EXISTS\n"
+         "                      (docs/backends.md)\n"
+         "  -redis-auth FILE    AUTH with the first line of FILE: \"password\" or \"user\n"
+         "                      password\" (Redis 6 ACLs); FILE readable by its owner only\n"
+         "  -redis-prefix STR   put STR before each session id to make the key (default dc:)\n"
+         "  -redis-db N         SELECT database N after connecting (default 0)\n"
          "  -listen ADDR        accept local clients on ADDR (default\n"
          "                      UNIX:/run/distcache/dc_client.sock, its directory made if\n"
          "                      missing; may be given more than once). A UNIX socket in a\n"
@@ -112,6 +119,38 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
       return true;
     } else if (flag == "-listen") {
       if (!args.listen(o.listen)) return false;
+    } else if ((flag == "-server" || flag == "-connect") &&
+               args.peek_value().rfind("REDIS:", 0) == 0) {
+      if (!args.value(v)) return false;
+      std::string why;
+      Address a;
+      if (!parse_address("IP:" + v.substr(6), a, why) || a.host.empty()) {
+        err = flag + ": \"" + v + "\" is not REDIS:host:port" + (why.empty() ? "" : ": " + why);
+        return false;
+      }
+      if (o.have_server) {
+        err = flag + ": " + v + ": a Redis server is used alone, not with another -server";
+        return false;
+      }
+      o.server = a;
+      o.have_server = true;
+      o.redis = true;
+    } else if (flag == "-redis-auth") {
+      if (!args.value(o.redis_auth)) return false;
+    } else if (flag == "-redis-prefix") {
+      if (!args.value(o.redis_prefix)) return false;
+      if (o.redis_prefix.size() > 64) {
+        err = "-redis-prefix: longer than 64 bytes";
+        return false;
+      }
+    } else if (flag == "-redis-db") {
+      if (!args.value(v)) return false;
+      uint64_t n = 0;
+      if (!ev::parse_uint(v, 1000000, n)) {
+        err = "-redis-db: \"" + v + "\" is not a database number";
+        return false;
+      }
+      o.redis_db = unsigned(n);
     } else if (flag == "-server" || flag == "-connect") {
       if (!args.value(v)) return false;
       std::string why;
@@ -125,6 +164,10 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
       for (const Address& m : o.more_servers) dup = dup || a.to_string() == m.to_string();
       if (dup) {
         err = flag + ": " + a.to_string() + " given twice";
+        return false;
+      }
+      if (o.redis) {
+        err = flag + ": a Redis server is used alone, not with another -server";
         return false;
       }
       if (o.have_server)

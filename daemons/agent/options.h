@@ -29,11 +29,17 @@ inline constexpr const char* kDefaultListen = "UNIX:/run/distcache/dc_client.soc
 inline constexpr const char* kDefaultListenDir = "/run/distcache";
 
 struct Options {
-  std::vector<Address> listen;  // defaults to kDefaultListen when none given
-  bool default_listen = false;  // no -listen given: kDefaultListen is used
-  Address server;               // -server / -connect (required): the first
+  std::vector<Address> listen;        // defaults to kDefaultListen when none given
+  bool default_listen = false;        // no -listen given: kDefaultListen is used
+  Address server;                     // -server / -connect (required): the first
   std::vector<Address> more_servers;  // more -server flags: a pool of dc_servers
   bool have_server = false;
+  // -server REDIS:host:port (instead of dc_servers), -redis-auth FILE,
+  // -redis-prefix, -redis-db (redis_backend.h).
+  bool redis = false;
+  std::string redis_auth;  // the file; read by main()
+  std::string redis_prefix = "dc:";
+  unsigned redis_db = 0;
   int64_t retry_ms = 5000;                 // -retry: least time between connect attempts
   int64_t idle_ms = 0;                     // -idle: 0 = never drop idle clients
   int64_t timeout_ms = kDefaultTimeoutMs;  // -timeout: deadline of a request on the server

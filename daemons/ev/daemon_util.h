@@ -120,6 +120,9 @@ class FlagReader {
   // Takes the next argument as the current flag's value; false ("FLAG:
   // missing value") when there is none.
   bool value(std::string& v);
+  // The next argument (the current flag's value) without taking it; "" at
+  // the end.
+  std::string peek_value() const { return i_ + 1 < argc_ ? argv_[i_ + 1] : ""; }
   // The -listen flag: takes an address and appends it to `out`; false
   // ("-listen: why") when the value is missing or not an address.
   bool listen(std::vector<Address>& out);

@@ -358,6 +358,31 @@ case $scenario in
     done
     ;;
 
+  redis)
+    # Standalone Redis (Debian's redis-server, no persistence, an ACL user
+    # allowed only the agent's commands on dc:*) behind two agents, one per
+    # nginx: sessions cross both ways, TLS 1.2 and 1.3, and Redis holds them
+    # under the prefix.
+    command -v redis-server >/dev/null || { echo "SKIP: redis-server is not installed"; exit 77; }
+    rport=$(e2e_free_port)
+    printf '%s\n' "port $rport" "bind 127.0.0.1" 'save ""' "appendonly no" "dir $E2E_DIR" \
+      "user default on nopass ~* &* +@all" \
+      "user dc on >e2e-pass ~dc:* -@all +get +set +del +exists +getdel" >"$E2E_DIR/redis.conf"
+    redis-server "$E2E_DIR/redis.conf" >"$E2E_DIR/redis.log" 2>&1 &
+    E2E_PIDS+=("$!")
+    e2e_wait_for "redis-server" 100 e2e_port_open "$rport" || e2e_die "redis-server did not start"
+    (umask 077 && echo "dc e2e-pass" >"$E2E_DIR/redis-auth")
+    SERVER_ADDR=REDIS:127.0.0.1:$rport
+    e2e_start_agent agentA 2000 -redis-auth "$E2E_DIR/redis-auth"; AGENT_A=$AGENT_ADDR
+    e2e_start_agent agentB 2000 -redis-auth "$E2E_DIR/redis-auth"; AGENT_B=$AGENT_ADDR
+    e2e_start_nginx A cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_A" "$TIMEOUT"
+    e2e_start_nginx B cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_B" "$TIMEOUT"
+    both_ways
+    n=$(redis-cli -p "$rport" --scan --pattern 'dc:*' | wc -l)
+    ((n >= 4)) || e2e_die "Redis holds $n keys under dc:, expected at least 4"
+    e2e_log "ok: sessions cross through Redis ($n keys under dc:)"
+    ;;
+
   pool)
     # A pool of 3 dc_servers (-server three times) behind two agents, one
     # per nginx: every id goes to the same server from either agent
