@@ -148,9 +148,9 @@ void RedisBackend::on_connected(UniqueFd fd, const std::string& err) {
   watch();
 }
 
-void RedisBackend::queue(const char* cmd, int len, const Ticket& t, bool internal) {
+void RedisBackend::queue(const char* cmd, int len, const Ticket& t, bool internal, int fixed) {
   out_.append(cmd, size_t(len));
-  pending_.push_back({t, internal, false, loop_.now_ms()});
+  pending_.push_back({t, internal, false, loop_.now_ms(), fixed});
   if (!deadline_.active()) arm_deadline();
 }
 
@@ -162,11 +162,18 @@ std::optional<Disconnected> RedisBackend::submit(const Ticket& t, const proto::M
   std::string key = rc_.prefix;
   char* cmd = nullptr;
   int len = -1;
+  int fixed = -1;
   switch (m.op) {
     case proto::Op::add: {
       proto::AddRequest req;
       // The agent checked that it parses (an ADD too short closes the client).
-      proto::parse_add(m.payload, req);
+      proto::AddParse ap = proto::parse_add(m.payload, req);
+      if (ap.status != proto::AddStatus::ok) {
+        const char* argv[] = {"PING"};
+        len = redisFormatCommandArgv(&cmd, 1, argv, nullptr);
+        fixed = int(ap.status);
+        break;
+      }
       key.append(reinterpret_cast<const char*>(req.id.data()), req.id.size());
       std::string ttl = std::to_string(req.timeout_ms);
       const char* argv[] = {"SET", key.data(),  reinterpret_cast<const char*>(req.data.data()),
@@ -189,7 +196,7 @@ std::optional<Disconnected> RedisBackend::submit(const Ticket& t, const proto::M
     }
   }
   if (len <= 0) return Disconnected::refused;
-  queue(cmd, len, t, false);
+  queue(cmd, len, t, false, fixed);
   redisFreeCommand(cmd);
   ++host_.counters().forwarded;
   watch();
@@ -305,6 +312,12 @@ void RedisBackend::on_reply(redisReply* r) {
     return;
   }
   const uint8_t kYes = uint8_t(proto::Status::ok), kNo = uint8_t(proto::Status::notok);
+  if (p.fixed >= 0) {
+    uint8_t st = uint8_t(p.fixed);
+    ++host_.counters().answered;
+    host_.settle(p.ticket, proto::Bytes(&st, 1));
+    return;
+  }
   if (!error.empty()) {
     refused(proto::to_string(p.ticket.op), error);
     host_.fail(p.ticket, Disconnected::refused);
@@ -320,7 +333,8 @@ void RedisBackend::on_reply(redisReply* r) {
       break;
     }
     case proto::Op::get:
-      if (r->type == REDIS_REPLY_STRING && r->len > 0)
+      // A value no dc_server could hold (someone else's key) is a miss.
+      if (r->type == REDIS_REPLY_STRING && r->len > 0 && r->len <= proto::kMaxSessionData)
         host_.settle(p.ticket, proto::Bytes(reinterpret_cast<const uint8_t*>(r->str), r->len));
       else
         host_.settle(p.ticket, proto::Bytes(&kNo, 1));

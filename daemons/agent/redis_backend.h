@@ -64,12 +64,16 @@ class RedisBackend final : public Backend {
     bool internal;   // AUTH or SELECT of the connection's start
     bool abandoned;  // answered DISCONNECTED at its deadline; its reply is dropped
     int64_t sent_ms;
+    // An ADD that dc_server would refuse (out-of-range lifetime, id or
+    // data): answered with this AddStatus when the PING sent in its place
+    // comes back, so that answers keep their order. -1: none.
+    int fixed = -1;
   };
 
   void connect_now();
   void on_connected(UniqueFd fd, const std::string& err);
   // Queues one command (already formatted by hiredis).
-  void queue(const char* cmd, int len, const Ticket& t, bool internal);
+  void queue(const char* cmd, int len, const Ticket& t, bool internal, int fixed = -1);
   void on_io(int revents);
   void read_some();
   void write_some();

@@ -133,6 +133,10 @@ void test_operations_and_mapping(void**) {
   std::string ttl = redis.cli({"PTTL", "dc:session-1"});
   long ms = std::atol(ttl.c_str());
   if (ms <= 50000 || ms > 60000) fail_msg("PTTL dc:session-1 is '%s'", ttl.c_str());
+  // An ADD dc_server would refuse gets dc_server's answer, in its turn.
+  // (data shorter than 5 bytes: DATA_RANGE, and nothing stored)
+  assert_int_equal(c.add("tiny", "data", 60000), int(proto::AddStatus::data_range));
+  assert_true(redis.cli({"EXISTS", "dc:tiny"}).rfind("0", 0) == 0);
   assert_int_equal(c.remove("session-1"), int(proto::Status::ok));
   assert_int_equal(c.remove("session-1"), int(proto::Status::notok));
   assert_true(redis.cli({"EXISTS", "dc:session-1"}).rfind("0", 0) == 0);
@@ -164,7 +168,7 @@ void test_refusals(void**) {
   usleep(500000);
   for (int i = 0; i < 5; ++i) {
     int64_t t0 = now_ms();
-    assert_int_equal(c.add("s" + std::to_string(i), "data", 60000), int(kDisconnected));
+    assert_int_equal(c.add("s" + std::to_string(i), "data-data", 60000), int(kDisconnected));
     assert_true(now_ms() - t0 < 1000);
   }
   std::string log = read_file(wrong.log);
@@ -183,7 +187,8 @@ void test_refusals(void**) {
     if (!(got && *got == "yes-it-is")) usleep(50000);
   }
   assert_true(got && *got == "yes-it-is");
-  for (int i = 0; i < 3; ++i) assert_int_equal(d.add("new", "data", 60000), int(kDisconnected));
+  for (int i = 0; i < 3; ++i)
+    assert_int_equal(d.add("new", "data-data", 60000), int(kDisconnected));
   log = read_file(ro.log);
   size_t n = 0;
   for (size_t at = log.find("refused"); at != std::string::npos; at = log.find("refused", at + 1))
