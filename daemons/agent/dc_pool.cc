@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "agent/agent.h"
+#include "common/hash.h"
 
 namespace dc::agent {
 
@@ -64,12 +65,7 @@ uint64_t fnv1a64(proto::Bytes b) {
 }
 
 uint64_t mix64(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
+  return common::mix64(x);
 }
 
 ServerNode::ServerNode(ev::Loop& loop, BackendHost& host, const AgentConfig& cfg, Address server,

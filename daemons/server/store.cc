@@ -9,6 +9,8 @@
 #include <cstring>
 #include <new>
 
+#include "common/hash.h"
+
 namespace dc::server {
 
 // The one block of a session: this header, then id_len bytes of id, then
@@ -48,13 +50,7 @@ uint64_t load64(const uint8_t* p) {
 }
 
 uint64_t mix(uint64_t x) {
-  // splitmix64's finalizer
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
+  return common::mix64(x);
 }
 
 // Asks for transparent huge pages on the part of the malloc heap (the brk
