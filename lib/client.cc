@@ -428,7 +428,6 @@ DC_EXPORT int DC_CTX_get_session(DC_CTX* ctx, const unsigned char* id_data, unsi
       case proto::GetAnswer::disconnected:
         return ctx->disconnected();
       case proto::GetAnswer::miss:
-      case proto::GetAnswer::malformed:
         ctx->succeed();  // a miss
         return 0;
     }

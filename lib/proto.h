@@ -158,7 +158,7 @@ inline bool valid_id(Bytes id) { return !id.empty() && id.size() <= kMaxIdLen; }
 
 // A client's reading of a GET answer: session data when it is at least
 // kMinRetrievableData bytes, otherwise a status byte (a miss).
-enum class GetAnswer : uint8_t { data, miss, disconnected, malformed };
+enum class GetAnswer : uint8_t { data, miss, disconnected };
 GetAnswer classify_get(Bytes payload);
 
 // Big-endian helpers.

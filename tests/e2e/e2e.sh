@@ -381,6 +381,19 @@ case $scenario in
     n=$(redis-cli -p "$rport" --scan --pattern 'dc:*' | wc -l)
     ((n >= 4)) || e2e_die "Redis holds $n keys under dc:, expected at least 4"
     e2e_log "ok: sessions cross through Redis ($n keys under dc:)"
+    # Shared ticket keys agreed through Redis (only ADD and GET are used):
+    # tickets of C open on D and back.
+    (umask 077 && openssl rand -hex 32 >"$E2E_DIR/keys")
+    shared=(LD_PRELOAD="$DC_SHIM" "$TIMEOUT" DC_CACHE_SEAL_KEYS="$E2E_DIR/keys" DC_CACHE_TICKETS=shared)
+    e2e_start_nginx C cert "" "${shared[@]}" DC_CACHE_ADDR="$AGENT_A"
+    e2e_start_nginx D cert "" "${shared[@]}" DC_CACHE_ADDR="$AGENT_B"
+    for v in tls1_2 tls1_3; do
+      e2e_expect_resume C "$PORT_C" D "$PORT_D" "$v"
+      e2e_expect_resume D "$PORT_D" C "$PORT_C" "$v"
+    done
+    redis-cli -p "$rport" --scan --pattern 'dc:dc-ticket-key/*' | grep -q . ||
+      e2e_die "no ticket key in Redis"
+    e2e_log "ok: shared ticket keys agreed through Redis"
     ;;
 
   pool)
