@@ -364,13 +364,14 @@ case $scenario in
     # nginx: sessions cross both ways, TLS 1.2 and 1.3, and Redis holds them
     # under the prefix.
     command -v redis-server >/dev/null || { echo "SKIP: redis-server is not installed"; exit 77; }
-    rport=$(e2e_free_port)
+    rport=$(e2e_free_listen_port)
     printf '%s\n' "port $rport" "bind 127.0.0.1" 'save ""' "appendonly no" "dir $E2E_DIR" \
       "user default on nopass ~* &* +@all" \
       "user dc on >e2e-pass ~dc:* -@all +get +set +del +exists +getdel" >"$E2E_DIR/redis.conf"
     redis-server "$E2E_DIR/redis.conf" >"$E2E_DIR/redis.log" 2>&1 &
     E2E_PIDS+=("$!")
-    e2e_wait_for "redis-server" 100 e2e_port_open "$rport" || e2e_die "redis-server did not start"
+    e2e_wait_for "redis-server" 100 e2e_port_open "$rport" ||
+      { cat "$E2E_DIR/redis.log" >&2; e2e_die "redis-server did not start on port $rport"; }
     (umask 077 && echo "dc e2e-pass" >"$E2E_DIR/redis-auth")
     SERVER_ADDR=REDIS:127.0.0.1:$rport
     e2e_start_agent agentA 2000 -redis-auth "$E2E_DIR/redis-auth"; AGENT_A=$AGENT_ADDR
