@@ -11,6 +11,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <string_view>
 
 #include "agent/agent.h"
 
@@ -64,6 +65,45 @@ bool load_redis_auth(const std::string& path, RedisConfig& out, std::string& err
     out.password = trim(line.substr(sp + 1));
   }
   return true;
+}
+
+bool map_reply(proto::Op op, const redisReply* r, proto::Bytes& data, uint8_t& status) {
+  const uint8_t kYes = uint8_t(proto::Status::ok), kNo = uint8_t(proto::Status::notok);
+  data = {};
+  switch (op) {
+    case proto::Op::add:
+      // SET ... NX: OK stored it; nil means another session has the id.
+      if (r->type == REDIS_REPLY_NIL) {
+        status = uint8_t(proto::AddStatus::matching_session);
+        return true;
+      }
+      if (r->type == REDIS_REPLY_STATUS && std::string_view(r->str, r->len) == "OK") {
+        status = uint8_t(proto::AddStatus::ok);
+        return true;
+      }
+      return false;
+    case proto::Op::get:
+      if (r->type == REDIS_REPLY_NIL) {
+        status = kNo;
+        return true;
+      }
+      if (r->type != REDIS_REPLY_STRING) return false;
+      // What no dc_server could hold (shorter than a session, which a
+      // client would read as a status byte, or longer than a message) is a
+      // miss: someone else's key under the prefix.
+      if (r->len < proto::kMinRetrievableData || r->len > proto::kMaxSessionData) {
+        status = kNo;
+        return true;
+      }
+      data = proto::Bytes(reinterpret_cast<const uint8_t*>(r->str), r->len);
+      return true;
+    case proto::Op::remove:
+    case proto::Op::have:
+      if (r->type != REDIS_REPLY_INTEGER) return false;
+      status = r->integer > 0 ? kYes : kNo;
+      return true;
+  }
+  return false;
 }
 
 RedisBackend::RedisBackend(ev::Loop& loop, BackendHost& host, const AgentConfig& cfg,
@@ -311,41 +351,22 @@ void RedisBackend::on_reply(redisReply* r) {
     ++host_.counters().late;
     return;
   }
-  const uint8_t kYes = uint8_t(proto::Status::ok), kNo = uint8_t(proto::Status::notok);
   if (p.fixed >= 0) {
     uint8_t st = uint8_t(p.fixed);
     ++host_.counters().answered;
     host_.settle(p.ticket, proto::Bytes(&st, 1));
     return;
   }
-  if (!error.empty()) {
-    refused(proto::to_string(p.ticket.op), error);
+  proto::Bytes answer;
+  uint8_t status = 0;
+  if (!error.empty() || !map_reply(p.ticket.op, r, answer, status)) {
+    refused(proto::to_string(p.ticket.op),
+            error.empty() ? "an unexpected reply (type " + std::to_string(r->type) + ")" : error);
     host_.fail(p.ticket, Disconnected::refused);
     return;
   }
   ++host_.counters().answered;
-  switch (p.ticket.op) {
-    case proto::Op::add: {
-      // OK: stored; nil: another session has the id (SET ... NX).
-      uint8_t st = r->type == REDIS_REPLY_NIL ? uint8_t(proto::AddStatus::matching_session)
-                                              : uint8_t(proto::AddStatus::ok);
-      host_.settle(p.ticket, proto::Bytes(&st, 1));
-      break;
-    }
-    case proto::Op::get:
-      // A value no dc_server could hold (someone else's key) is a miss.
-      if (r->type == REDIS_REPLY_STRING && r->len > 0 && r->len <= proto::kMaxSessionData)
-        host_.settle(p.ticket, proto::Bytes(reinterpret_cast<const uint8_t*>(r->str), r->len));
-      else
-        host_.settle(p.ticket, proto::Bytes(&kNo, 1));
-      break;
-    case proto::Op::remove:
-    case proto::Op::have:
-      host_.settle(
-          p.ticket,
-          proto::Bytes(r->type == REDIS_REPLY_INTEGER && r->integer > 0 ? &kYes : &kNo, 1));
-      break;
-  }
+  host_.settle(p.ticket, answer.empty() ? proto::Bytes(&status, 1) : answer);
 }
 
 void RedisBackend::lost(const std::string& why) {

@@ -44,6 +44,12 @@ struct AgentConfig;
 // file must be readable by its owner only. Returns false with `err` set.
 bool load_redis_auth(const std::string& path, RedisConfig& out, std::string& err);
 
+// What Redis's reply `r` to the command for `op` answers, as dc_server
+// would: `data` (a GET's session) or, when `data` is empty, the status byte
+// `status`. False when the reply is not one the command returns (an error,
+// another type): the request is then answered DISCONNECTED.
+bool map_reply(proto::Op op, const redisReply* r, proto::Bytes& data, uint8_t& status);
+
 class RedisBackend final : public Backend {
  public:
   RedisBackend(ev::Loop& loop, BackendHost& host, const AgentConfig& cfg, RedisConfig rc);

@@ -129,6 +129,11 @@ void test_operations_and_mapping(void**) {
   assert_int_equal(c.have("nothing"), int(proto::Status::notok));
   auto miss = c.get("nothing");
   assert_true(miss && miss->empty());
+  // A value no session could be (shorter than 5 bytes: a client would read
+  // it as a status byte, e.g. "2" as DISCONNECTED) is a miss.
+  redis.cli({"SET", "dc:foreign", "2"});
+  auto foreign = c.get("foreign");
+  assert_true(foreign && foreign->empty());
   // In Redis: key dc:session-1 with the session's lifetime in ms.
   std::string ttl = redis.cli({"PTTL", "dc:session-1"});
   long ms = std::atol(ttl.c_str());
