@@ -16,6 +16,8 @@
 #       shared ticket keys, DC_CACHE_TICKETS=shared) vs one nginx with
 #       its own shared cache, and one nginx through the shim vs that one (the
 #       same topology); cross-instance resumption rate of each (dc_swamp)
+#   (g) the agent's backends: the same load as (b) through the agent to one
+#       dc_server, to a pool of three, and to redis-server; depth 1 and 16
 #   (w) the machine: one-byte round trip between two processes on one CPU and
 #       on the two pinned CPUs (bench/wakeup_cost.c): every hop of a cache
 #       operation costs at least one such wake-up
@@ -25,7 +27,7 @@
 # the same nginx without a cache, and how soon resumption returns); it runs
 # on its own (bench/stall.sh -h).
 #
-# Usage: bench/run.sh [-d SECONDS] [-r ROUNDS] [-o RESULTS_FILE] [-only a,b,c,d,e,f,w] [-lowlat]
+# Usage: bench/run.sh [-d SECONDS] [-r ROUNDS] [-o RESULTS_FILE] [-only a,b,c,d,e,f,g,w] [-lowlat]
 #                     [-plot DIR] [-h]
 # -r: run every measurement ROUNDS times (default 1) and keep the best
 # throughput, the worst acceptance rate and the largest RSS of the rounds.
@@ -53,7 +55,7 @@ root=$PWD
 DUR=10
 ROUNDS=1
 RESULTS=""
-ONLY="a,b,c,d,e,f,w"
+ONLY="a,b,c,d,e,f,g,w"
 LOWLAT=0
 PLOT=""
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -300,6 +302,44 @@ if [ $have_server -eq 1 ] && [ $have_agent -eq 1 ] && want b; then
   done
 fi
 
+# ---- (g) the agent's backends: one dc_server, a pool of 3, Redis ----
+# The same load as (b), through a fresh agent for each backend, at depth 1
+# and 16; every store on CPU 0 with the agent (the pool's three servers
+# share it, so the pool shows the routing's cost, not its capacity).
+if want g && [ $have_server -eq 1 ] && [ $have_agent -eq 1 ]; then
+  for be in one pool redis; do
+    pids=() aargs=()
+    case $be in
+      one|pool)
+        n=1; [ $be = pool ] && n=3
+        for i in $(seq 1 $n); do
+          start_server "srv_g${be}$i" -sessions 1000000
+          pids+=("$server_pid"); aargs+=(-server "UNIX:$work/srv_g${be}$i.sock")
+        done ;;
+      redis)
+        command -v redis-server >/dev/null || { log "no redis-server: (g) redis skipped"; continue; }
+        rport=$(free_port 19300)
+        start "$CPU_SERVER" redis_g redis-server --port "$rport" --bind 127.0.0.1 --save "" \
+          --appendonly no --daemonize no
+        pids+=("$last_pid"); aargs=(-server "REDIS:127.0.0.1:$rport")
+        wait_port "$rport" ;;
+    esac
+    rm -f "$work/agent_g$be.sock"
+    start "$CPU_AGENT" "agent_g$be" "$AGENT" -listen "UNIX:$work/agent_g$be.sock" -retry 100 "${aargs[@]}"
+    agent_g=$last_pid
+    wait_sock "$work/agent_g$be.sock"
+    sleep 1  # the agent's upstream connections
+    dcb "g${be}_prefill" -connect "UNIX:$work/agent_g$be.sock" -conns $CONNS -datasize $SIZE \
+      -keys $KEYS -prefill -ops 0 -depth 64 >/dev/null
+    for d in 1 $DEPTH; do
+      j=$(dcb "g${be}_depth$d" -connect "UNIX:$work/agent_g$be.sock" "${common[@]}" -depth "$d")
+      best "g_${be}_$d" "$(jnum "$j" ops_per_sec)"
+    done
+    stop "$agent_g"
+    for p in "${pids[@]}"; do stop "$p"; done
+  done
+fi
+
 # ---- (c) redis-server ----
 if want c; then
   if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
@@ -475,6 +515,11 @@ if want b; then
   r=$(ratio "${R[b16]:-}" "${R[a16]:-}"); row "(b) agent depth $DEPTH vs (a)" "$(num "${R[b16]:-}") ops/s = ${r}x" ">= 0.75x" "$(verdict "$r" ">=" 0.75)"
   row "(b) CPU us/request at depth $DEPTH: (a) server; (b) agent + server" "${R[a16_cpu_srv]:-n/a}; ${R[b16_cpu_agent]:-n/a} + ${R[b16_cpu_srv]:-n/a}" "-" "-"
   r=$(ratio "${R[b16_tls]:-}" "${R[b16_tcp]:-}"); row "(b) agent depth $DEPTH, upstream TLS vs TCP" "$(num "${R[b16_tls]:-}") vs $(num "${R[b16_tcp]:-}") ops/s = ${r}x" ">= 0.9x" "$(verdict "$r" ">=" 0.9)"
+fi
+if want g; then
+  for be in one pool redis; do
+    row "(g) agent to $be: depth 1; depth $DEPTH" "$(num "${R[g_${be}_1]:-}"); $(num "${R[g_${be}_$DEPTH]:-}") ops/s" "-" "-"
+  done
   row "(b) CPU us/request, agent + server: TCP; TLS" "${R[b16_tcp_cpu]:-n/a}; ${R[b16_tls_cpu]:-n/a}" "-" "-"
 fi
 if want d; then
