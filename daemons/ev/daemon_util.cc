@@ -24,6 +24,17 @@ size_t connection_cap(size_t wanted, long fd_limit) {
   return std::min(wanted, size_t(fd_limit) - own);
 }
 
+size_t usable_max_conns(const char* prog, size_t wanted, bool given) {
+  long fd_limit = raise_fd_limit();
+  size_t cap = connection_cap(wanted, fd_limit);
+  if (given && cap < wanted)
+    std::fprintf(stderr,
+                 "%s: -maxconns %zu is more than the descriptor limit (%ld) allows: using %zu; "
+                 "raise the limit (ulimit -n, systemd LimitNOFILE=) to serve more\n",
+                 prog, wanted, fd_limit, cap);
+  return cap;
+}
+
 bool parse_size(const std::string& text, size_t& out) {
   if (text.empty()) return false;
   std::string digits = text;

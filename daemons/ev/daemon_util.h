@@ -61,6 +61,10 @@ bool drop_privileges(const std::string& user, std::string& err);
 // lookups. Running out of those is what let a flood of connections stall a
 // daemon, so the connection limit must bind first.
 size_t connection_cap(size_t wanted, long fd_limit);
+// -maxconns as it can be served: raises the descriptor limit to its hard
+// limit, caps `wanted` with connection_cap, and when the operator's own
+// value (`given`) was lowered says so in one line naming `prog`.
+size_t usable_max_conns(const char* prog, size_t wanted, bool given);
 
 // ---- What both daemons do to become a running daemon ----
 

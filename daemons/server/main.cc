@@ -52,13 +52,7 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  long fd_limit = dc::raise_fd_limit();
-  size_t max_conns = dc::ev::connection_cap(opt.max_conns, fd_limit);
-  if (opt.max_conns_given && max_conns < opt.max_conns)
-    std::fprintf(stderr,
-                 "dc_server: -maxconns %zu is more than the descriptor limit (%ld) allows: using "
-                 "%zu; raise the limit (ulimit -n, systemd LimitNOFILE=) to serve more\n",
-                 opt.max_conns, fd_limit, max_conns);
+  size_t max_conns = dc::ev::usable_max_conns("dc_server", opt.max_conns, opt.max_conns_given);
 
   // -stats is relative to where we were started, not to -daemon's "/".
   opt.stats.file = dc::ev::absolute_path(opt.stats.file);
