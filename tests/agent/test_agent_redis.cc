@@ -3,7 +3,9 @@
 // four operations and their mapping (SET ... PX NX, GET, DEL, EXISTS), the
 // key prefix, seen from Redis itself with redis-cli; an ACL user and its
 // password from -redis-auth; a wrong password and a user without the
-// permission for SET each give DISCONNECTED answers and one log line;
+// permission for SET each give DISCONNECTED answers and one log line; so
+// do a Redis without a command the agent uses and a Redis that answers an
+// error to everything (20,000 of them: prompt answers, one line, no growth);
 // Redis restarted: caching comes back by itself. Skips (exit 77) when
 // redis-server is not installed.
 #include <signal.h>
@@ -46,13 +48,15 @@ struct Redis {
   TempDir dir;
   uint16_t port = free_tcp_port();
   Process proc;
+  std::string extra;  // more redis.conf lines, after the users
   void start() {
     std::string conf = dir.file("redis.conf");
     std::ofstream(conf) << "port " << port << "\nbind 127.0.0.1\nsave \"\"\nappendonly no\n"
                         << "dir " << dir.path() << "\n"
                         << "user default on nopass ~* &* +@all\n"
                         << "user dc on >s3cret ~dc:* -@all +get +set +del +exists +getdel\n"
-                        << "user ro on >r0 ~* -@all +get\n";
+                        << "user ro on >r0 ~* -@all +get\n"
+                        << extra;
     proc = Process::spawn({kRedis, conf}, {}, dir.file("redis.log"));
     if (!wait_for_tcp(port))
       fail_msg("redis-server did not start: %s", read_file(dir.file("redis.log")).c_str());
@@ -221,6 +225,81 @@ void test_restart(void**) {
   assert_true(got && *got == "data-3");
 }
 
+size_t count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// A Redis without a command the agent uses (SET renamed away, as an older or
+// locked-down Redis answers "unknown command"): ADD is DISCONNECTED with one
+// log line naming the command and what to check; GET, REMOVE and HAVE keep
+// working.
+void test_unknown_command(void**) {
+  Redis redis;
+  redis.extra = "rename-command SET \"\"\n";
+  redis.start();
+  Agent agent;
+  agent.start(redis.port, {});
+  RawConn c;
+  assert_true(c.connect(agent.addr));
+  assert_true(agent.ready(c));
+  for (int i = 0; i < 10; ++i)
+    assert_int_equal(c.add("s" + std::to_string(i), "data-data", 60000), int(kDisconnected));
+  redis.cli({"SETEX", "dc:there", "60", "yes-it-is"});
+  auto got = c.get("there");
+  assert_true(got && *got == "yes-it-is");
+  assert_int_equal(c.have("there"), int(proto::Status::ok));
+  assert_int_equal(c.remove("there"), int(proto::Status::ok));
+  std::string log = read_file(agent.log);
+  if (count(log, "refused ADD") != 1 || log.find("unknown command") == std::string::npos ||
+      log.find("check") == std::string::npos)
+    fail_msg("expected one line about the unknown command:\n%s", log.c_str());
+  assert_true(agent.proc.running());
+}
+
+// A Redis that answers an error to everything (the agent's user may run no
+// command): every request is answered DISCONNECTED, promptly; one log line
+// for the first 20,000 refusals; the agent's memory does not grow with them.
+void test_error_to_everything(void**) {
+  Redis redis;
+  redis.extra = "user none on >n0ne ~* -@all\n";
+  redis.start();
+  Agent agent;
+  agent.start(redis.port, {"-redis-auth", auth_file(agent.dir, "none n0ne")});
+  RawConn c;
+  assert_true(c.connect(agent.addr));
+  auto burst = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      std::string id = "id-" + std::to_string(i % 64);
+      uint8_t st = i % 2 ? uint8_t(c.add(id, "data-data", 60000)) : 0;
+      if (i % 2 == 0) {
+        auto r = c.call(proto::Op::get, proto::Bytes(reinterpret_cast<const uint8_t*>(id.data()),
+                                                     id.size()));
+        assert_true(r && r->size() == 1);
+        st = (*r)[0];
+      }
+      assert_int_equal(st, kDisconnected);
+    }
+  };
+  int64_t t0 = now_ms();
+  burst(2000);
+  long rss_warm = rss_kb(agent.proc.pid());
+  burst(18000);
+  long rss_after = rss_kb(agent.proc.pid());
+  int64_t ms = now_ms() - t0;
+  // Each answer comes from Redis's error, not the deadline (2000 ms).
+  if (ms > 20000) fail_msg("20,000 refused requests took %lld ms", (long long)ms);
+  assert_true(rss_warm > 0 && rss_after > 0);
+  if (rss_after > rss_warm + 1024)
+    fail_msg("the agent grew from %ld to %ld KiB over 18,000 refused requests", rss_warm,
+             rss_after);
+  std::string log = read_file(agent.log);
+  if (count(log, " refused ") != 1 || log.find("NOPERM") == std::string::npos)
+    fail_msg("expected one line about the refusals:\n%s", log.c_str());
+  assert_true(agent.proc.running());
+}
+
 void test_bad_flags(void**) {
   std::string agent = env_or_die("DC_AGENT");
   TempDir d;
@@ -263,6 +342,8 @@ int main() {
       cmocka_unit_test(test_prefix_and_db),
       cmocka_unit_test(test_refusals),
       cmocka_unit_test(test_restart),
+      cmocka_unit_test(test_unknown_command),
+      cmocka_unit_test(test_error_to_everything),
       cmocka_unit_test(test_bad_flags),
   };
   return cmocka_run_group_tests(tests, nullptr, nullptr);
