@@ -17,7 +17,8 @@
 #       its own shared cache, and one nginx through the shim vs that one (the
 #       same topology); cross-instance resumption rate of each (dc_swamp)
 #   (g) the agent's backends: the same load as (b) through the agent to one
-#       dc_server, to a pool of three, and to redis-server; depth 1 and 16
+#       dc_server, to a pool of three, to redis-server and to a Redis Cluster
+#       of 3 masters and 3 replicas; depth 1 and 16
 #   (w) the machine: one-byte round trip between two processes on one CPU and
 #       on the two pinned CPUs (bench/wakeup_cost.c): every hop of a cache
 #       operation costs at least one such wake-up
@@ -51,6 +52,7 @@ set -uo pipefail
 started_in=$PWD
 cd "$(dirname "$0")/.."
 root=$PWD
+. "$root/scripts/lib/nginx.sh"
 
 DUR=10
 ROUNDS=1
@@ -114,41 +116,7 @@ SWAMP=$root/$BUILD/tools/dc_swamp
 [ -x "$BENCH" ] || die "no $BENCH"
 
 work=$(mktemp -d /tmp/dcbench.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  sleep 0.2
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-# Starts a background process pinned to a CPU; its pid is in $last_pid.
-start() {  # cpu logname cmd...
-  local cpu=$1 name=$2; shift 2
-  taskset -c "$cpu" "$@" >"$work/$name.log" 2>&1 &
-  last_pid=$!
-  pids+=("$last_pid")
-}
-stop() {  # pid
-  kill "$1" 2>/dev/null
-  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$1" 2>/dev/null
-}
-wait_sock() {  # path
-  for _ in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.05; done
-  die "socket $1 did not appear (see $work/*.log)"
-}
-wait_port() {  # port
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
-  die "nothing listens on port $1 (see $work/*.log)"
-}
-free_port() {  # a port nothing answers on, from $1 up
-  local p=$1
-  while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
-  echo "$p"
-}
+. "$root/bench/lib.sh"
 # CPU time (user + system) of a process in clock ticks, and the CPU
 # microseconds per operation between two such readings.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
@@ -157,8 +125,6 @@ us_per_op() {  # ticks-before ticks-after ops
     'BEGIN { if (n + 0 > 0) printf "%.3f", (b - a) * 1e6 / hz / n; else print "n/a" }'
 }
 rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
-# jnum JSON KEY: the first number after "KEY": in JSON.
-jnum() { grep -o "\"$2\":[-0-9.eE+]*" <<<"$1" | head -1 | cut -d: -f2; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "n/a" }'; }
 ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "n/a" && a + 0 >= b + 0) }'; }
 
@@ -302,33 +268,59 @@ if [ $have_server -eq 1 ] && [ $have_agent -eq 1 ] && want b; then
   done
 fi
 
-# ---- (g) the agent's backends: one dc_server, a pool of 3, Redis ----
+# ---- (g) the agent's backends: one dc_server, a pool of 3, Redis, a Redis Cluster ----
 # The same load as (b), through a fresh agent for each backend, at depth 1
 # and 16; every store on CPU 0 with the agent (the pool's three servers
-# share it, so the pool shows the routing's cost, not its capacity).
+# share it, and so do the cluster's 3 masters and 3 replicas, so these show
+# the routing's cost, not their capacity).
 if want g && [ $have_server -eq 1 ] && [ $have_agent -eq 1 ]; then
-  for be in one pool redis; do
-    pids=() aargs=()
+  for be in one pool redis cluster; do
+    g_pids=() aargs=()
     case $be in
       one|pool)
         n=1; [ $be = pool ] && n=3
         for i in $(seq 1 $n); do
           start_server "srv_g${be}$i" -sessions 1000000
-          pids+=("$server_pid"); aargs+=(-server "UNIX:$work/srv_g${be}$i.sock")
+          g_pids+=("$server_pid"); aargs+=(-server "UNIX:$work/srv_g${be}$i.sock")
         done ;;
       redis)
         command -v redis-server >/dev/null || { log "no redis-server: (g) redis skipped"; continue; }
         rport=$(free_port 19300)
         start "$CPU_SERVER" redis_g redis-server --port "$rport" --bind 127.0.0.1 --save "" \
           --appendonly no --daemonize no
-        pids+=("$last_pid"); aargs=(-server "REDIS:127.0.0.1:$rport")
+        g_pids+=("$last_pid"); aargs=(-server "REDIS:127.0.0.1:$rport")
         wait_port "$rport" ;;
+      cluster)
+        command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
+          { log "no redis-server or redis-cli: (g) cluster skipped"; continue; }
+        # Six nodes (each port's cluster bus, port + 10000, free too),
+        # made 3 masters with a replica each.
+        cports=() cp=19400
+        for i in 1 2 3 4 5 6; do
+          cp=$(free_port "$cp")
+          while (exec 3<>"/dev/tcp/127.0.0.1/$((cp + 10000))") 2>/dev/null; do cp=$(free_port $((cp + 1))); done
+          mkdir -p "$work/cluster_g$i"
+          start "$CPU_SERVER" "cluster_g$i" redis-server --port "$cp" --bind 127.0.0.1 --save "" \
+            --appendonly no --daemonize no --cluster-enabled yes --dir "$work/cluster_g$i" \
+            --cluster-config-file "$work/cluster_g$i/nodes.conf"
+          g_pids+=("$last_pid"); cports+=("127.0.0.1:$cp"); cp=$((cp + 1))
+        done
+        for c in "${cports[@]}"; do wait_port "${c##*:}"; done
+        redis-cli --cluster create "${cports[@]}" --cluster-replicas 1 --cluster-yes \
+          >"$work/cluster_g_create.log" 2>&1 || die "redis-cli --cluster create failed (logs in $work)"
+        for c in "${cports[@]}"; do
+          for _ in $(seq 100); do
+            redis-cli -p "${c##*:}" cluster info | grep -q cluster_state:ok && break; sleep 0.1
+          done
+        done
+        aargs=(-server "REDIS-CLUSTER:${cports[0]},${cports[1]}") ;;
     esac
     rm -f "$work/agent_g$be.sock"
     start "$CPU_AGENT" "agent_g$be" "$AGENT" -listen "UNIX:$work/agent_g$be.sock" -retry 100 "${aargs[@]}"
     agent_g=$last_pid
     wait_sock "$work/agent_g$be.sock"
-    sleep 1  # the agent's upstream connections
+    sleep 1  # the agent's upstream connections (a cluster's: after its slot map)
+    [ $be = cluster ] && sleep 1
     dcb "g${be}_prefill" -connect "UNIX:$work/agent_g$be.sock" -conns $CONNS -datasize $SIZE \
       -keys $KEYS -prefill -ops 0 -depth 64 >/dev/null
     for d in 1 $DEPTH; do
@@ -336,7 +328,7 @@ if want g && [ $have_server -eq 1 ] && [ $have_agent -eq 1 ]; then
       best "g_${be}_$d" "$(jnum "$j" ops_per_sec)"
     done
     stop "$agent_g"
-    for p in "${pids[@]}"; do stop "$p"; done
+    for p in "${g_pids[@]}"; do stop "$p"; done
   done
 fi
 
@@ -391,38 +383,11 @@ fi
 
 # ---- (f) TLS through the shim vs nginx's own cache ----
 nginx_conf() {  # name port cache-line
-  local name=$1 port=$2 cache=$3 d=$work/nginx-$1
-  mkdir -p "$d/logs"
-  cat >"$d/nginx.conf" <<EOF
-user $(id -un) $(id -gn);
-daemon off;
-master_process on;
-worker_processes 1;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-env DC_CACHE_ADDR;
-env DC_CACHE_LOG;
-env DC_CACHE_SEAL_KEYS;
-env DC_CACHE_TICKETS;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $d/body;
-  proxy_temp_path $d/proxy;
-  fastcgi_temp_path $d/fastcgi;
-  uwsgi_temp_path $d/uwsgi;
-  scgi_temp_path $d/scgi;
-  server {
-    listen 127.0.0.1:$port ssl;
-    ssl_certificate $work/cert.pem;
-    ssl_certificate_key $work/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_tickets ${TICKETS:-off};
-    $cache
-    location / { return 200 "ok\n"; }
-  }
-}
-EOF
+  local d=$work/nginx-$1
+  nginx_tls_conf "$d" "$2" "$work/cert.pem" "$work/key.pem" ok \
+    "$(nginx_bench_main "$d" DC_CACHE_ADDR DC_CACHE_LOG DC_CACHE_SEAL_KEYS DC_CACHE_TICKETS)" \
+    "ssl_session_tickets ${TICKETS:-off};
+    $3"
 }
 start_nginx() {  # name port cache-line [env...]
   local name=$1 port=$2 cache=$3; shift 3
@@ -517,7 +482,7 @@ if want b; then
   r=$(ratio "${R[b16_tls]:-}" "${R[b16_tcp]:-}"); row "(b) agent depth $DEPTH, upstream TLS vs TCP" "$(num "${R[b16_tls]:-}") vs $(num "${R[b16_tcp]:-}") ops/s = ${r}x" ">= 0.9x" "$(verdict "$r" ">=" 0.9)"
 fi
 if want g; then
-  for be in one pool redis; do
+  for be in one pool redis cluster; do
     row "(g) agent to $be: depth 1; depth $DEPTH" "$(num "${R[g_${be}_1]:-}"); $(num "${R[g_${be}_$DEPTH]:-}") ops/s" "-" "-"
   done
   row "(b) CPU us/request, agent + server: TCP; TLS" "${R[b16_tcp_cpu]:-n/a}; ${R[b16_tls_cpu]:-n/a}" "-" "-"

@@ -43,6 +43,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+. "$root/scripts/lib/nginx.sh"
 
 DUR=10
 RESULTS=""
@@ -101,56 +102,15 @@ commit=$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo "not a git che
 
 work=$(mktemp -d /tmp/dcstall.XXXXXX)
 chmod 755 "$work"
-pids=()
-cleanup() {
-  # A stopped process keeps a SIGTERM pending until it runs again.
-  for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null; done
-  sleep 0.2
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-# Starts a background process pinned to a CPU; its pid is in $last_pid.
-start() {  # cpu logname cmd...
-  local cpu=$1 name=$2; shift 2
-  taskset -c "$cpu" "$@" >>"$work/$name.log" 2>&1 &
-  last_pid=$!
-  pids+=("$last_pid")
-}
-stop() {  # pid
-  kill -CONT "$1" 2>/dev/null
-  kill "$1" 2>/dev/null
-  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$1" 2>/dev/null
-  wait "$1" 2>/dev/null
-  local i
-  for i in "${!pids[@]}"; do [ "${pids[i]}" = "$1" ] && unset 'pids[i]'; done
-  pids=("${pids[@]}")
-}
-wait_sock() {  # path
-  for _ in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.05; done
-  die "socket $1 did not appear (logs in $work)"
-}
-wait_port() {  # port
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
-  die "nothing listens on port $1 (logs in $work)"
-}
+. "$root/bench/lib.sh"
 wait_line() {  # file text
   for _ in $(seq 100); do grep -qF "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
   die "no '$2' in $1"
-}
-free_port() {  # a port nothing answers on, from $1 up
-  local p=$1
-  while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
-  echo "$p"
 }
 now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }  # what dc_swamp's ticks use
 # CPU time (user + system, clock ticks) of nginx's worker, the child of the
 # master: whether the load saturates the one worker.
 worker_ticks() { awk '{ print $14 + $15 }' "/proc/$(pgrep -P "$1" | head -1)/stat" 2>/dev/null || echo 0; }
-jnum() { grep -o "\"$2\":[-0-9.eE+]*" <<<"$1" | head -1 | cut -d: -f2; }
 
 # RSA 2048, so that the server's side of a full handshake (the signature)
 # outweighs the client's and dc_swamp on its one CPU saturates the worker:
@@ -165,36 +125,9 @@ openssl req -x509 -newkey rsa:2048 -nodes \
 # shim or not). Tickets off as in bench/run.sh (f), so resumption is by
 # session id or stateful TLS 1.3 ticket, i.e. through the cache.
 nginx_conf() {  # dir port
-  local d=$1 port=$2
-  mkdir -p "$d/logs"
-  cat >"$d/nginx.conf" <<EOF
-user $(id -un) $(id -gn);
-daemon off;
-master_process on;
-worker_processes 1;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-env DC_CACHE_ADDR;
-env DC_CACHE_TIMEOUT_MS;
-env DC_CACHE_LOG;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $d/body;
-  proxy_temp_path $d/proxy;
-  fastcgi_temp_path $d/fastcgi;
-  uwsgi_temp_path $d/uwsgi;
-  scgi_temp_path $d/scgi;
-  server {
-    listen 127.0.0.1:$port ssl;
-    ssl_certificate $work/cert.pem;
-    ssl_certificate_key $work/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_tickets off;
-    location / { return 200 "ok\n"; }
-  }
-}
-EOF
+  nginx_tls_conf "$1" "$2" "$work/cert.pem" "$work/key.pem" ok \
+    "$(nginx_bench_main "$1" DC_CACHE_ADDR DC_CACHE_TIMEOUT_MS DC_CACHE_LOG)" \
+    "ssl_session_tickets off;"
 }
 
 # measure NAME TLS SCENARIO: starts what SCENARIO needs, runs dc_swamp with

@@ -3,6 +3,8 @@
 
 #include <cctype>
 
+#include "decimal.h"
+
 namespace dc {
 
 std::string Address::to_string() const {
@@ -23,16 +25,21 @@ bool prefix_is(std::string_view text, std::string_view prefix) {
 
 // Parses a decimal port; returns a reason on failure, nullptr on success.
 const char* parse_port(std::string_view s, uint16_t& port) {
-  if (s.empty()) return "the port is missing";
-  unsigned long v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return "the port is not a decimal number (trailing junk?)";
-    v = v * 10 + unsigned(c - '0');
-    if (v > 65535) return "the port is above 65535";
+  uint64_t v = 0;
+  switch (check_decimal(s, 1, 65535, v)) {
+    case DecimalError::none:
+      port = uint16_t(v);
+      return nullptr;
+    case DecimalError::empty:
+      return "the port is missing";
+    case DecimalError::junk:
+      return "the port is not a decimal number (trailing junk?)";
+    case DecimalError::below:
+      return "port 0 is not allowed";
+    case DecimalError::above:
+      return "the port is above 65535";
   }
-  if (v == 0) return "port 0 is not allowed";
-  port = uint16_t(v);
-  return nullptr;
+  return "the port is not a decimal number";
 }
 
 bool valid_hostname(std::string_view h) {
@@ -54,8 +61,7 @@ bool parse_address(std::string_view text, Address& out, std::string& err) {
   if (prefix_is(text, "UNIX:")) {
     std::string_view path = text.substr(5);
     if (path.empty()) return reject("the UNIX socket path is empty");
-    if (path.size() > kMaxUnixPath)
-      return reject("the UNIX socket path is longer than 107 bytes");
+    if (path.size() > kMaxUnixPath) return reject("the UNIX socket path is longer than 107 bytes");
     if (path.find('\0') != std::string_view::npos) return reject("the path contains a NUL byte");
     a.kind = Address::Kind::unix_path;
     a.path = std::string(path);
@@ -93,8 +99,7 @@ bool parse_address(std::string_view text, Address& out, std::string& err) {
       if (port_text.find(':') != std::string_view::npos)
         return reject("too many ':' (an IPv6 literal must be written in brackets, IP:[::1]:port)");
       if (host.empty()) return reject("the host before ':port' is empty");
-      if (host.find(']') != std::string_view::npos)
-        return reject("']' without a matching '['");
+      if (host.find(']') != std::string_view::npos) return reject("']' without a matching '['");
       if (!valid_hostname(host)) return reject("the host name has a character that is not allowed");
       a.host = std::string(host);
     }

@@ -12,7 +12,6 @@
 // thread-local text (DC_last_new_error(), DC_CTX_last_error_string()).
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -23,6 +22,7 @@
 
 #include "addr.h"
 #include "client_conn.h"
+#include "decimal.h"
 #include "distcache/dc_client.h"
 #include "net.h"
 #include "proto.h"
@@ -62,6 +62,7 @@ struct st_DC_CTX {
   // failed_at + backoff_ms (so set_backoff applies at once); `why` says
   // what opened it, for the text of the skipped operations.
   int64_t failed_at = 0;
+  int64_t started_at = 0;  // now_ms() at the start of the current exchange
   bool breaker_open = false;
   std::string breaker_why;
   pid_t pid = 0;  // the process that opened `conn`
@@ -145,6 +146,7 @@ struct st_DC_CTX {
   bool exchange(proto::Op op, uint32_t uid) {
     int64_t now = dc::now_ms();
     int64_t deadline = now + op_timeout_ms;
+    started_at = now;
     if (breaker_open) {
       if (now < failed_at + int64_t(backoff_ms)) {
         fail(Err::backoff, "skipped for " + std::to_string(failed_at + backoff_ms - now) +
@@ -221,14 +223,19 @@ struct st_DC_CTX {
     return 0;
   }
 
-  // The agent answered DISCONNECTED: its server is away or too slow. The
-  // breaker opens as for a timeout, since asking again at once would cost
-  // the agent's deadline again. Returns 0.
+  // The agent answered DISCONNECTED: its store is away or too slow. A slow
+  // answer (the agent waited out its deadline) opens the breaker as a
+  // timeout does, since asking again at once would cost that wait again; a
+  // prompt one does not (DC_PROMPT_DISCONNECTED_MS): it cost nothing, and
+  // with a pool or a cluster the next session may live where the store is
+  // up. Returns 0.
   int disconnected() {
-    fail(Err::disconnected,
-         "the cache agent at " + addr.to_string() +
-             " has no connection to its server or no answer in time (DISCONNECTED)");
-    trip();
+    int64_t took = dc::now_ms() - started_at;
+    fail(Err::disconnected, "the cache agent at " + addr.to_string() +
+                                " has no connection to its store or no answer in time "
+                                "(DISCONNECTED after " +
+                                std::to_string(took) + " ms)");
+    if (took >= DC_PROMPT_DISCONNECTED_MS) trip();
     return 0;
   }
 };
@@ -265,22 +272,13 @@ DC_CTX* ctx_new(const char* target, unsigned flags, unsigned op_timeout_ms) {
   return ctx;
 }
 
-// Parses a decimal unsigned number that is all of `s`.
-bool parse_uint(const char* s, unsigned long& out) {
-  if (s == nullptr || *s < '0' || *s > '9') return false;
-  errno = 0;
-  char* end = nullptr;
-  out = std::strtoul(s, &end, 10);
-  return errno == 0 && end != s && *end == '\0';
-}
-
 // Reads DC_CACHE_TIMEOUT_MS into `out` when it is set. Returns false with
 // `err` set when it is set but malformed.
 bool timeout_from_env(unsigned& out, std::string& err) {
   const char* t = std::getenv("DC_CACHE_TIMEOUT_MS");
   if (t == nullptr) return true;
-  unsigned long v = 0;
-  if (!parse_uint(t, v) || v < 1 || v > kMaxOpTimeoutMs) {
+  uint64_t v = 0;
+  if (!dc::parse_decimal(t, 1, kMaxOpTimeoutMs, v)) {
     err = std::string("DC_CACHE_TIMEOUT_MS=\"") + t + "\" is not a number of milliseconds in 1.." +
           std::to_string(kMaxOpTimeoutMs);
     return false;

@@ -29,6 +29,7 @@
 #include "proto.h"
 #include "seal.h"
 #include "ssl_attach.h"
+#include "ssl_internal.h"
 #include "tickets.h"
 
 namespace dc::ssl {
@@ -54,7 +55,7 @@ RealFns g_real = {
     .sess_get_remove_cb = &::SSL_CTX_sess_get_remove_cb,
     .set_ticket_key_cb = &::SSL_CTX_set_tlsext_ticket_key_evp_cb,
 };
-LogFn g_log_fn = nullptr;
+void (*g_log_fn)(LogLevel, const char*) = nullptr;
 LogLevel g_log_max = LogLevel::off;
 
 __attribute__((format(printf, 2, 3))) void log(LogLevel level, const char* fmt, ...) {
@@ -101,6 +102,13 @@ struct DcCtxFree {
   void operator()(DC_CTX* c) const { DC_CTX_free(c); }
 };
 using DcCtxPtr = std::unique_ptr<DC_CTX, DcCtxFree>;
+
+// Milliseconds on the monotonic clock.
+int64_t mono_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 // True for DC_CTX errors that mean "the cache is not reachable" (as opposed
 // to a miss or a refused ADD).
@@ -224,6 +232,21 @@ class SharedBackend final : public Backend {
 void note_result(Lease& l, const char* op) {
   int err = DC_CTX_last_error(l.dc);
   if (err == DC_ERR_BACKOFF) return;
+  if (err == DC_ERR_DISCONNECTED) {
+    // The agent answered: its store is away, all of it or only the part
+    // this session lives in (a pool's server, a cluster's master), so the
+    // next operation may well succeed. Said at most once a minute per
+    // process, not as a change of state, so a partial outage cannot flood
+    // the log with "unreachable" and "reachable again" lines.
+    static std::atomic<int64_t> said_at{INT64_MIN / 2};
+    int64_t now = mono_ms(), last = said_at.load(std::memory_order_relaxed);
+    if (now - last >= 60000 && said_at.compare_exchange_strong(last, now))
+      log(LogLevel::error,
+          "cache agent answers but its store does not (%s: %s); those sessions are not cached; "
+          "see the agent's log",
+          op, DC_CTX_last_error_string(l.dc));
+    return;
+  }
   bool outage = is_outage(err);
   if (outage && !*l.failing) {
     log(LogLevel::error,
@@ -244,9 +267,7 @@ struct Attachment {
   std::atomic<Backend*> backend{nullptr};
   std::mutex owned_mu;  // guards owned; taken only by attach
   std::vector<std::unique_ptr<Backend>> owned;
-  std::atomic<NewCb> app_new{nullptr};
-  std::atomic<GetCb> app_get{nullptr};
-  std::atomic<RemoveCb> app_remove{nullptr};
+  AppCallbacks app;  // the application's own, chained
   std::atomic<TicketPolicy> policy{TicketPolicy::stateful};
   std::unique_ptr<class TicketKeys> tickets;  // shared policy: set by install, then read only
   // The policy is applied per connection by the caller (the shim), never
@@ -374,8 +395,7 @@ thread_local const SSL_SESSION* t_taken = nullptr;
 
 }  // namespace
 
-// Lifetime to store a session for: what is left of its own timeout, clamped
-// to the protocol's range. 0 when it has already expired.
+// ssl_internal.h.
 unsigned long lifetime_ms(const SSL_SESSION* sess, long now) {
   long timeout = SSL_SESSION_get_timeout(sess);
   long made = SSL_SESSION_get_time(sess);
@@ -661,9 +681,7 @@ void TicketKeys::refresh(Attachment& a, int64_t now) {
     need_prev = lookup(e - 1) == nullptr && prev_sought_ != e - 1;
   }
   if (!need_cur && !need_next && !need_prev) return;
-  int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                       std::chrono::steady_clock::now().time_since_epoch())
-                       .count();
+  int64_t now_ms = mono_ms();
   if (now_ms - last_attempt_ms_.load() < 1000 || fetching_.exchange(true)) return;
   last_attempt_ms_ = now_ms;
   std::vector<tickets::Key> got;
@@ -798,7 +816,7 @@ int new_session_cb(SSL* s, SSL_SESSION* sess) {
     }
   }
   // The application's callback decides who owns the extra reference.
-  NewCb app = a->app_new.load();
+  NewCb app = a->app.new_cb.load();
   return app != nullptr ? app(s, sess) : 0;
 }
 
@@ -815,7 +833,7 @@ SSL_SESSION* get_session_cb(SSL* s, const unsigned char* id, int len, int* copy)
       return sess;
     }
   }
-  GetCb app = a->app_get.load();
+  GetCb app = a->app.get_cb.load();
   SSL_SESSION* sess = app != nullptr ? app(s, id, len, copy) : nullptr;
   // The application's own cache (nginx's shared cache, say) is no way
   // around single use either: its session must be taken from ours.
@@ -853,11 +871,11 @@ void remove_session_cb(SSL_CTX* ctx, SSL_SESSION* sess) {
       log(LogLevel::debug, "removed session %s", hex_id(id, id_len).c_str());
     }
   }
-  RemoveCb app = a->app_remove.load();
+  RemoveCb app = a->app.remove_cb.load();
   if (app != nullptr) app(ctx, sess);
 }
 
-// The one ticket predicate (ssl_attach.h, policy_wants_no_ticket).
+// The one ticket predicate (ssl_attach.h, apply_ticket_policy).
 bool wants_no_ticket(const Attachment& a, SSL_CTX* ctx, bool server, bool early_data) {
   if (!server || !server_mode(ctx)) return false;
   switch (a.policy.load()) {
@@ -892,9 +910,9 @@ bool install(SSL_CTX* ctx, std::unique_ptr<Backend> backend, TicketPolicy policy
   if (a == nullptr) {
     auto fresh = std::make_unique<Attachment>();
     // Keep what the application installed, for client-side sessions.
-    fresh->app_new = g_real.sess_get_new_cb(ctx);
-    fresh->app_get = g_real.sess_get_get_cb(ctx);
-    fresh->app_remove = g_real.sess_get_remove_cb(ctx);
+    fresh->app.new_cb = g_real.sess_get_new_cb(ctx);
+    fresh->app.get_cb = g_real.sess_get_get_cb(ctx);
+    fresh->app.remove_cb = g_real.sess_get_remove_cb(ctx);
     fresh->app_no_ticket = (SSL_CTX_get_options(ctx) & SSL_OP_NO_TICKET) != 0;
     if (!SSL_CTX_set_ex_data(ctx, idx, fresh.get())) {
       ERR_clear_error();
@@ -944,7 +962,7 @@ const char* to_string(LogLevel l) {
   return "?";
 }
 
-void set_log(LogFn fn, LogLevel max) {
+void set_log(void (*fn)(LogLevel, const char*), LogLevel max) {
   g_log_fn = fn;
   g_log_max = max;
 }
@@ -987,61 +1005,14 @@ bool attach_shared(SSL_CTX* ctx, std::shared_ptr<Target> target, TicketPolicy po
   return true;
 }
 
-bool set_app_new_cb(SSL_CTX* ctx, NewCb cb) {
+AppCallbacks* app_callbacks(const SSL_CTX* ctx) {
   Attachment* a = attachment(ctx);
-  if (a == nullptr) return false;
-  a->app_new = cb;
-  return true;
-}
-
-bool set_app_get_cb(SSL_CTX* ctx, GetCb cb) {
-  Attachment* a = attachment(ctx);
-  if (a == nullptr) return false;
-  a->app_get = cb;
-  return true;
-}
-
-bool set_app_remove_cb(SSL_CTX* ctx, RemoveCb cb) {
-  Attachment* a = attachment(ctx);
-  if (a == nullptr) return false;
-  a->app_remove = cb;
-  return true;
-}
-
-bool get_app_new_cb(SSL_CTX* ctx, NewCb& cb) {
-  Attachment* a = attachment(ctx);
-  if (a == nullptr) return false;
-  cb = a->app_new;
-  return true;
-}
-
-bool get_app_get_cb(SSL_CTX* ctx, GetCb& cb) {
-  Attachment* a = attachment(ctx);
-  if (a == nullptr) return false;
-  cb = a->app_get;
-  return true;
-}
-
-bool get_app_remove_cb(SSL_CTX* ctx, RemoveCb& cb) {
-  Attachment* a = attachment(ctx);
-  if (a == nullptr) return false;
-  cb = a->app_remove;
-  return true;
-}
-
-bool is_attached(const SSL_CTX* ctx) {
-  return attachment(ctx) != nullptr;
+  return a != nullptr ? &a->app : nullptr;
 }
 
 bool shares_tickets(const SSL_CTX* ctx) {
   const Attachment* a = attachment(ctx);
   return a != nullptr && a->policy.load() == TicketPolicy::shared;
-}
-
-bool policy_wants_no_ticket(SSL* s, bool server) {
-  SSL_CTX* ctx = SSL_get_SSL_CTX(s);
-  const Attachment* a = attachment(ctx);
-  return a != nullptr && wants_no_ticket(*a, ctx, server, SSL_get_max_early_data(s) > 0);
 }
 
 void apply_ticket_policy(SSL* s, bool server) {
@@ -1149,9 +1120,9 @@ int DC_SSL_CTX_set_timeout(SSL_CTX* ctx, unsigned int msecs) {
 int DC_SSL_CTX_detach(SSL_CTX* ctx) {
   Attachment* a = attachment(ctx);
   if (a == nullptr) return fail("DC_SSL_CTX_detach: context not attached");
-  g_real.sess_set_new_cb(ctx, a->app_new.load());
-  g_real.sess_set_get_cb(ctx, a->app_get.load());
-  g_real.sess_set_remove_cb(ctx, a->app_remove.load());
+  g_real.sess_set_new_cb(ctx, a->app.new_cb.load());
+  g_real.sess_set_get_cb(ctx, a->app.get_cb.load());
+  g_real.sess_set_remove_cb(ctx, a->app.remove_cb.load());
   if (!a->app_no_ticket && !a->per_connection) SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
   SSL_CTX_set_ex_data(ctx, ctx_index(), nullptr);
   delete a;

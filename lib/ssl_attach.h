@@ -1,16 +1,12 @@
-// Internal interface of libdistcache_ssl for the LD_PRELOAD shim: the parts
-// of the OpenSSL glue that the public C API (dc_ssl.h) does not expose.
-//
-// The shim interposes OpenSSL's callback setters and getters, so the glue
-// must not call them through the dynamic linker (it would call the shim's
-// own interposers): it calls them through a table of function pointers that
-// the shim fills with the real functions (dlsym(RTLD_NEXT, ...)) before the
-// first attach. Applications that use dc_ssl.h never touch this file.
+// The seam between the OpenSSL glue (lib/ssl.cc) and the LD_PRELOAD shim
+// (shim/shim.cc): what the shim needs that dc_ssl.h does not offer
+// (DC_SSL_CTX_is_attached answers "is this context attached?" for both).
+// Applications that use dc_ssl.h never touch this file.
 #pragma once
 
-#include <distcache/dc_client.h>
 #include <openssl/ssl.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -25,10 +21,10 @@ using RemoveCb = void (*)(SSL_CTX*, SSL_SESSION*);
 using TicketKeyCb = int (*)(SSL*, unsigned char*, unsigned char*, EVP_CIPHER_CTX*, EVP_MAC_CTX*,
                             int);
 
-// Every OpenSSL function the shim interposes, in one table: the shim fills
-// it with the real functions (dlsym(RTLD_NEXT, ...)) and forwards through
-// it; the glue calls the ones it needs through it too, so that it never
-// reaches an interposer. Without an interposer it holds OpenSSL's own.
+// Every OpenSSL function the shim interposes. The shim fills the table with
+// the real functions (dlsym(RTLD_NEXT, ...)) before the first attach and
+// forwards through it; the glue calls the ones it needs through it too, so
+// it never reaches an interposer. Without a shim it holds OpenSSL's own.
 struct RealFns {
   SSL_CTX* (*ctx_new)(const SSL_METHOD*);
   SSL_CTX* (*ctx_new_ex)(OSSL_LIB_CTX*, const char*, const SSL_METHOD*);
@@ -47,93 +43,63 @@ struct RealFns {
   RemoveCb (*sess_get_remove_cb)(SSL_CTX*);
   int (*set_ticket_key_cb)(SSL_CTX*, TicketKeyCb);
 };
-
-// The table in use.
 const RealFns& real();
-
-// Replaces the whole table. Call once, before the first attach.
-void set_real_fns(const RealFns& fns);
+void set_real_fns(const RealFns& fns);  // once, before the first attach
 
 enum class LogLevel : uint8_t { off = 0, error = 1, info = 2, debug = 3 };
 const char* to_string(LogLevel l);
-using LogFn = void (*)(LogLevel level, const char* line);
+// Sends the glue's log lines up to `max` to `fn` (none by default). Call
+// once, before the first attach.
+void set_log(void (*fn)(LogLevel level, const char* line), LogLevel max);
 
-// Sends the glue's log lines up to `max` to `fn` (none by default). Call once,
-// before the first attach.
-void set_log(LogFn fn, LogLevel max);
-
-// A cache address, parsed and resolved once (never again on a handshake),
-// with the deadline of its operations. Every thread that runs callbacks for
-// attachments sharing one Target gets one connection to it.
-class Target;
-
-// Makes a Target for `addr` (as for DC_CTX_new; the environment is not
-// read). timeout_ms 0 keeps the library default. Returns null with `err`
-// set when the address is malformed or cannot be resolved.
-std::shared_ptr<Target> make_target(const std::string& addr, unsigned timeout_ms, std::string& err);
-
-// Attaches `target` to ctx, which the caller found unattached (is_attached:
-// an interposer sees one context twice, as SSL_CTX_new calls
-// SSL_CTX_new_ex), sealing entries with `keyring` when it is not null. The
-// ticket policy is applied per connection by the caller
-// (apply_ticket_policy).
-// Returns false with `err` set on failure.
-// DC_CACHE_TICKETS. stateful: SSL_OP_NO_TICKET on server connections, every
+// DC_CACHE_TICKETS. stateful: no tickets on server connections, every
 // session through the cache; keep: the application's own settings; shared:
 // stateless tickets under keys agreed through the cache (needs a keyring),
-// except for connections that accept early data, which stay stateful so
-// that their single use can be enforced.
+// except on connections that accept early data (their single use is
+// enforced through the cache). Shared ticket keys change every epoch.
 enum class TicketPolicy : uint8_t { stateful, keep, shared };
 const char* to_string(TicketPolicy p);
-
-// The epoch length of shared ticket keys, in seconds: default and range.
 inline constexpr unsigned kDefaultTicketEpochS = 3600;
 inline constexpr unsigned kMinTicketEpochS = 2;
 inline constexpr unsigned kMaxTicketEpochS = 2 * 86400;  // 3 epochs within the 7-day limit
 
+// A cache address, parsed and resolved once (as for DC_CTX_new, without
+// reading the environment); every thread that runs callbacks for contexts
+// sharing it gets its own connection. timeout_ms 0: the library default.
+// Null with `err` set when the address is malformed or cannot be resolved.
+class Target;
+std::shared_ptr<Target> make_target(const std::string& addr, unsigned timeout_ms, std::string& err);
+
+// Attaches `target` to ctx, which the caller found unattached, sealing
+// entries with `keyring` unless it is null. The ticket policy is applied
+// per connection, by apply_ticket_policy. False with `err` set on failure.
 bool attach_shared(SSL_CTX* ctx, std::shared_ptr<Target> target, TicketPolicy policy,
                    unsigned epoch_s, std::unique_ptr<const seal::Keyring> keyring,
                    std::string& err);
 
-// The application's session callbacks of an attached context: the setters
-// record the callback, to be chained for the sessions the cache does not
-// handle, and return false (recording nothing) when ctx is not attached;
-// the getters return the application's callback, or false when ctx is not
-// attached. The caller uses the real function when they return false.
-bool set_app_new_cb(SSL_CTX* ctx, NewCb cb);
-bool set_app_get_cb(SSL_CTX* ctx, GetCb cb);
-bool set_app_remove_cb(SSL_CTX* ctx, RemoveCb cb);
-bool get_app_new_cb(SSL_CTX* ctx, NewCb& cb);
-bool get_app_get_cb(SSL_CTX* ctx, GetCb& cb);
-bool get_app_remove_cb(SSL_CTX* ctx, RemoveCb& cb);
+// The application's own session callbacks of an attached context: the shim's
+// setters record them here (ours stay installed and chain to them for the
+// sessions the cache does not handle), its getters read them. Null when ctx
+// is not attached: then the caller uses the real function.
+struct AppCallbacks {
+  std::atomic<NewCb> new_cb{nullptr};
+  std::atomic<GetCb> get_cb{nullptr};
+  std::atomic<RemoveCb> remove_cb{nullptr};
+};
+AppCallbacks* app_callbacks(const SSL_CTX* ctx);
 
-// True when ctx has a cache attached.
-bool is_attached(const SSL_CTX* ctx);
-
-// True when ctx is attached with the shared ticket policy in force (its
-// ticket key callback is the glue's, and must stay so).
+// True when ctx is attached under the shared ticket policy (its ticket key
+// callback is the glue's, and must stay so).
 bool shares_tickets(const SSL_CTX* ctx);
 
-// The ticket policy, decided in one place: whether connection `s` in the
-// given role must have SSL_OP_NO_TICKET: it is a server, its context caches
-// server sessions (a context with caching off keeps the application's
-// tickets), and the policy is stateful, or shared where the connection
-// accepts early data or no keyring is there. The application's own
-// SSL_OP_NO_TICKET is never removed by the glue.
-bool policy_wants_no_ticket(SSL* s, bool server);
-
-// Applies the policy to connection `s` in the given role: when the
-// connection is created (role: SSL_is_server) and when its role becomes
-// known (SSL_set_connect_state, SSL_connect, SSL_set_accept_state). Sets
-// SSL_OP_NO_TICKET where policy_wants_no_ticket, and takes it away from a
-// client connection whose context does not have it (only the glue had put
-// it there), so client handshakes are exactly the application's. Does
-// nothing on connections of unattached contexts.
+// The ticket policy, decided in one place, applied to connection `s` in the
+// given role: when it is made (role: SSL_is_server), when its role becomes
+// known, and after the application clears options. SSL_OP_NO_TICKET is set
+// on a server whose context caches server sessions, under stateful, or under
+// shared when it accepts early data or has no keyring; it is taken away
+// from a client whose context does not have it (only the glue put it
+// there). The application's own SSL_OP_NO_TICKET stays. Does nothing on
+// connections of unattached contexts.
 void apply_ticket_policy(SSL* s, bool server);
-
-// The lifetime a session is stored for, in milliseconds: what is left of
-// its own timeout at `now` (seconds since the epoch), clamped to the
-// protocol's 500 ms .. 7 days; 0 when it has expired.
-unsigned long lifetime_ms(const SSL_SESSION* sess, long now);
 
 }  // namespace dc::ssl

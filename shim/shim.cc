@@ -37,8 +37,10 @@
 // The version-specific client methods are deprecated, not gone: a context
 // made with one of them is recognised as client-only.
 #define OPENSSL_SUPPRESS_DEPRECATED
+#include <distcache/dc_ssl.h>
 #include <openssl/ssl.h>
 
+#include "decimal.h"
 #include "ssl_attach.h"
 
 #define DC_SHIM_EXPORT extern "C" __attribute__((visibility("default")))
@@ -140,18 +142,6 @@ __attribute__((format(printf, 1, 2))) void config_error(const char* fmt, ...) {
   write_line("config", text);
 }
 
-bool parse_uint(std::string_view s, unsigned long max, unsigned long& out) {
-  if (s.empty() || s.size() > 10) return false;
-  unsigned long v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    v = v * 10 + unsigned(c - '0');
-  }
-  if (v > max) return false;
-  out = v;
-  return true;
-}
-
 Config load_config() {
   Config c;
   const char* addr = getenv("DC_CACHE_ADDR");
@@ -173,8 +163,8 @@ Config load_config() {
   g_log_level = c.log;
 
   if (const char* v = getenv("DC_CACHE_TIMEOUT_MS"); v != nullptr && *v != '\0') {
-    unsigned long ms = 0;
-    if (parse_uint(v, DC_MAX_OP_TIMEOUT_MS, ms) && ms >= 1) {
+    uint64_t ms = 0;
+    if (parse_decimal(v, 1, DC_MAX_OP_TIMEOUT_MS, ms)) {
       c.timeout_ms = unsigned(ms);
     } else {
       config_error("DC_CACHE_TIMEOUT_MS='%s' is not a number of milliseconds in 1..%d; using %d", v,
@@ -195,8 +185,8 @@ Config load_config() {
   }
 
   if (const char* v = getenv("DC_CACHE_TICKET_EPOCH_S"); v != nullptr && *v != '\0') {
-    unsigned long n = 0;
-    if (parse_uint(v, ssl::kMaxTicketEpochS, n) && n >= ssl::kMinTicketEpochS)
+    uint64_t n = 0;
+    if (parse_decimal(v, ssl::kMinTicketEpochS, ssl::kMaxTicketEpochS, n))
       c.epoch_s = unsigned(n);
     else
       config_error("DC_CACHE_TICKET_EPOCH_S='%s' is not a number of seconds in %u..%u; using %u", v,
@@ -270,7 +260,7 @@ bool client_only(const SSL_METHOD* m) {
 
 void on_new_ctx(SSL_CTX* ctx, const SSL_METHOD* meth) {
   const Config& c = config();
-  if (!c.enabled || ctx == nullptr || client_only(meth) || ssl::is_attached(ctx)) return;
+  if (!c.enabled || ctx == nullptr || client_only(meth) || DC_SSL_CTX_is_attached(ctx)) return;
   std::string err;
   // The keyring is read for every new context, so that a server that
   // reloads its configuration (nginx -s reload) reads it again. A keyring
@@ -337,7 +327,7 @@ void note_own_ticket_keys(SSL_CTX* ctx, const char* how) {
 DC_SHIM_EXPORT long SSL_CTX_ctrl(SSL_CTX* ctx, int cmd, long larg, void* parg) {
   if (cmd == SSL_CTRL_SET_TLSEXT_TICKET_KEYS) note_own_ticket_keys(ctx, "a key list");
   long r = real().ctx_ctrl(ctx, cmd, larg, parg);
-  if (cmd == SSL_CTRL_SET_SESS_CACHE_MODE && config().enabled && ssl::is_attached(ctx)) {
+  if (cmd == SSL_CTRL_SET_SESS_CACHE_MODE && config().enabled && DC_SSL_CTX_is_attached(ctx)) {
     static std::atomic<bool> told{false};
     if (larg == SSL_SESS_CACHE_OFF && !told.exchange(true)) {
       log(LogLevel::error,
@@ -395,44 +385,58 @@ DC_SHIM_EXPORT int SSL_connect(SSL* s) {
   return real().connect(s);
 }
 
-// Under the stateful policy SSL_OP_NO_TICKET stays set on a server
-// connection whose context caches server sessions.
+// SSL_OP_NO_TICKET cleared on a server connection is put back where the
+// ticket policy wants it (a context that caches server sessions, stateful).
 DC_SHIM_EXPORT uint64_t SSL_clear_options(SSL* s, uint64_t op) {
-  if ((op & SSL_OP_NO_TICKET) != 0 && config().enabled && SSL_is_server(s) &&
-      ssl::policy_wants_no_ticket(s, true)) {
-    log(LogLevel::debug, "SSL %p: kept SSL_OP_NO_TICKET (DC_CACHE_TICKETS=stateful)",
-        static_cast<void*>(s));
-    op &= ~uint64_t{SSL_OP_NO_TICKET};
-  }
-  return real().clear_options(s, op);
+  uint64_t r = real().clear_options(s, op);
+  if ((op & SSL_OP_NO_TICKET) == 0 || !config().enabled || !SSL_is_server(s)) return r;
+  ssl::apply_ticket_policy(s, true);
+  if ((SSL_get_options(s) & SSL_OP_NO_TICKET) != 0)
+    log(LogLevel::debug, "SSL %p: kept SSL_OP_NO_TICKET (DC_CACHE_TICKETS=%s)",
+        static_cast<void*>(s), ssl::to_string(config().tickets));
+  return SSL_get_options(s);
 }
 
 // The application's session callbacks: recorded and chained on an attached
 // context (ours stay installed), installed as usual on any other; the
 // getters give the application back what it set, never ours.
+// The application's callbacks of an attached context, or null.
+static ssl::AppCallbacks* app(SSL_CTX* ctx) {
+  return config().enabled ? ssl::app_callbacks(ctx) : nullptr;
+}
+
 DC_SHIM_EXPORT void SSL_CTX_sess_set_new_cb(SSL_CTX* ctx, ssl::NewCb cb) {
-  if (!config().enabled || !ssl::set_app_new_cb(ctx, cb)) real().sess_set_new_cb(ctx, cb);
+  if (ssl::AppCallbacks* a = app(ctx))
+    a->new_cb = cb;
+  else
+    real().sess_set_new_cb(ctx, cb);
 }
 
 DC_SHIM_EXPORT void SSL_CTX_sess_set_get_cb(SSL_CTX* ctx, ssl::GetCb cb) {
-  if (!config().enabled || !ssl::set_app_get_cb(ctx, cb)) real().sess_set_get_cb(ctx, cb);
+  if (ssl::AppCallbacks* a = app(ctx))
+    a->get_cb = cb;
+  else
+    real().sess_set_get_cb(ctx, cb);
 }
 
 DC_SHIM_EXPORT void SSL_CTX_sess_set_remove_cb(SSL_CTX* ctx, ssl::RemoveCb cb) {
-  if (!config().enabled || !ssl::set_app_remove_cb(ctx, cb)) real().sess_set_remove_cb(ctx, cb);
+  if (ssl::AppCallbacks* a = app(ctx))
+    a->remove_cb = cb;
+  else
+    real().sess_set_remove_cb(ctx, cb);
 }
 
 DC_SHIM_EXPORT ssl::NewCb SSL_CTX_sess_get_new_cb(SSL_CTX* ctx) {
-  ssl::NewCb cb = nullptr;
-  return config().enabled && ssl::get_app_new_cb(ctx, cb) ? cb : real().sess_get_new_cb(ctx);
+  ssl::AppCallbacks* a = app(ctx);
+  return a ? a->new_cb.load() : real().sess_get_new_cb(ctx);
 }
 
 DC_SHIM_EXPORT ssl::GetCb SSL_CTX_sess_get_get_cb(SSL_CTX* ctx) {
-  ssl::GetCb cb = nullptr;
-  return config().enabled && ssl::get_app_get_cb(ctx, cb) ? cb : real().sess_get_get_cb(ctx);
+  ssl::AppCallbacks* a = app(ctx);
+  return a ? a->get_cb.load() : real().sess_get_get_cb(ctx);
 }
 
 DC_SHIM_EXPORT ssl::RemoveCb SSL_CTX_sess_get_remove_cb(SSL_CTX* ctx) {
-  ssl::RemoveCb cb = nullptr;
-  return config().enabled && ssl::get_app_remove_cb(ctx, cb) ? cb : real().sess_get_remove_cb(ctx);
+  ssl::AppCallbacks* a = app(ctx);
+  return a ? a->remove_cb.load() : real().sess_get_remove_cb(ctx);
 }

@@ -16,13 +16,13 @@
 #include <string>
 #include <string_view>
 
-#include "common/parse.h"
+#include "decimal.h"
 
 namespace dc::tools {
 
-// Whole numbers: common::parse_decimal (daemons/common/parse.h), the one
-// decimal parser of the daemons and the tools.
-using common::parse_decimal;
+// Whole numbers: dc::parse_decimal (lib/decimal.h), the one decimal
+// parser of the libraries, the daemons and the tools.
+using dc::parse_decimal;
 
 // Parses a non-negative decimal with an optional fraction ("2", "0.5") in
 // [lo, hi]. Returns false on junk or out-of-range values.

@@ -29,6 +29,7 @@
 
 #include "addr.h"
 #include "cli.h"
+#include "common/hash.h"
 #include "net.h"
 #include "proto.h"
 
@@ -157,12 +158,10 @@ int64_t mono_ns() {
   return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-// splitmix64: the per-key hash and the per-connection random stream.
+// splitmix64 (its golden-ratio step, then the daemons' finalizer): the
+// per-key hash and the per-connection random stream.
 uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
+  return dc::common::mix64(x + 0x9e3779b97f4a7c15ULL);
 }
 
 struct Rng {

@@ -72,7 +72,7 @@ struct Options {
 
 unsigned long number(const char* flag, const char* text, unsigned long min, unsigned long max) {
   uint64_t v = 0;
-  if (!dc::common::parse_decimal(text, min, max, v))
+  if (!dc::parse_decimal(text, min, max, v))
     usage_error(std::string(flag) + " needs a number in " + std::to_string(min) + ".." +
                 std::to_string(max) + ", got \"" + text + "\"");
   return v;

@@ -11,6 +11,7 @@
 
 #include "agent/dc_pool.h"
 #include "agent/redis_backend.h"
+#include "agent/redis_cluster.h"
 
 namespace dc::agent {
 
@@ -59,7 +60,10 @@ Agent::Agent(ev::Loop& loop, AgentConfig cfg)
     int64_t every = std::max<int64_t>(cfg_.idle_ms / 4, 5);
     idle_.start(every, every);
   }
-  if (cfg_.redis)
+  if (cfg_.redis && cfg_.redis->cluster)
+    backend_ =
+        std::make_unique<RedisCluster>(loop_, static_cast<BackendHost&>(*this), cfg_, *cfg_.redis);
+  else if (cfg_.redis)
     backend_ =
         std::make_unique<RedisBackend>(loop_, static_cast<BackendHost&>(*this), cfg_, *cfg_.redis);
   else

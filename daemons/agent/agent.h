@@ -83,22 +83,34 @@ struct ServerAddr {
   std::optional<SockAddr> sa;
 };
 
+// The default -timeout: below libdistcache's own default deadline
+// (DC_DEFAULT_OP_TIMEOUT_MS, 100 ms), so the agent's DISCONNECTED reaches a
+// client that still waits for it.
+inline constexpr int64_t kDefaultTimeoutMs = 50;
+
+// What the Agent runs with. The flags' part (-retry, -idle, -timeout,
+// -maxpending, -clientpending, -maxout) is filled by parse_options
+// (Options::agent, options.h), the rest by main().
 struct AgentConfig {
   // The first (or only) -server, and its address as main() resolved it.
   Address server;
   std::optional<SockAddr> server_sa;
   // The other -server flags, in order: a pool (dc_pool.h).
   std::vector<ServerAddr> more_servers;
-  // -server REDIS:host:port: the Redis backend instead of dc_servers.
+  // -server REDIS:host:port (or REDIS-CLUSTER:...): a Redis backend
+  // instead of dc_servers.
   std::optional<RedisConfig> redis;
-  int64_t retry_ms = 5000;
-  int64_t idle_ms = 0;           // 0: never drop idle clients
-  int64_t timeout_ms = 50;       // deadline of a request on the server (options.h)
-  size_t max_pending = 10000;    // requests waiting on one server, all clients
-  size_t client_pending = 1000;  // unanswered requests of one client before it is not read
-  size_t max_out = 256 * 1024;   // a client's unread answers before its input is held
+  int64_t retry_ms = 5000;                 // -retry: least time between connect attempts
+  int64_t idle_ms = 0;                     // -idle: 0 = never drop idle clients
+  int64_t timeout_ms = kDefaultTimeoutMs;  // -timeout: deadline of a request on the server
+  size_t max_pending = 10000;    // -maxpending: requests waiting on one server, all clients
+  size_t client_pending = 1000;  // -clientpending: unanswered requests of one client
+  size_t max_out = 256 * 1024;   // -maxout: a client's unread answers before its input is held
   // TLS to the server (-tls-*), when set; only for an IP -server.
   std::shared_ptr<const ev::TlsContext> tls;
+  // -tls-name as given; empty: each server's certificate is checked for
+  // that server's host (a pool member's, a Redis Cluster node's address).
+  std::string tls_name;
 
   // How long the oldest request may wait on the server before the server is
   // taken for dead and the connection recycled: long enough that a merely

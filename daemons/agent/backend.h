@@ -14,7 +14,9 @@
 //
 // Backends today: a pool of dc_servers (dc_pool.h; one -server is a pool of
 // one), with one upstream connection per server, each with its own pending
-// FIFO, deadline and reconnect; and one Redis server (redis_backend.h).
+// FIFO, deadline and reconnect; one Redis server (redis_backend.h); and a
+// Redis Cluster (redis_cluster.h), one connection per master. Both Redis
+// backends speak through RedisLink (redis_link.h).
 #pragma once
 
 #include <cstdint>
@@ -30,14 +32,18 @@ namespace dc::agent {
 
 struct AgentStats;
 
-// What -server REDIS:host:port, -redis-auth, -redis-prefix and -redis-db
-// say (redis_backend.h).
+// What -server REDIS:host:port (or REDIS-CLUSTER:host:port,...),
+// -redis-auth, -redis-prefix and -redis-db say (redis_backend.h,
+// redis_cluster.h).
 struct RedisConfig {
-  Address server;        // an IP address: host and port
+  Address server;        // an IP address: host and port (a cluster: the first seed)
   std::string user;      // empty: the default user (AUTH password)
   std::string password;  // empty: no AUTH
   std::string prefix = "dc:";
   unsigned db = 0;
+  // REDIS-CLUSTER: the seed nodes (IP addresses), in the order given.
+  bool cluster = false;
+  std::vector<Address> seeds;
 };
 
 // Why the agent answered a request DISCONNECTED itself (the reason label

@@ -111,6 +111,11 @@ ServerNode::ServerNode(ev::Loop& loop, BackendHost& host, const AgentConfig& cfg
   connect_now();
 }
 
+bool ServerNode::tls() const {
+  // A UNIX member of a pool is spoken plainly (main() said so).
+  return cfg_.tls && server_.kind == Address::Kind::ip;
+}
+
 ServerNode::~ServerNode() {
   up_.reset();
   connector_.cancel();
@@ -219,7 +224,7 @@ void ServerNode::on_close(ev::Connection& c, ev::CloseReason why) {
   if (!c.transport_error().empty()) what += ": " + c.transport_error();
   // A certificate refused by either side shows here (TLS 1.3: the server's
   // refusal of ours comes as an alert just after our side finished).
-  if (cfg_.tls && (why == ev::CloseReason::tls || !c.transport_error().empty()))
+  if (tls() && (why == ev::CloseReason::tls || !c.transport_error().empty()))
     what += "; check -tls-cert, -tls-key, -tls-ca and -tls-name against the server's";
   lost(what);
 }
@@ -231,7 +236,7 @@ void ServerNode::on_ready() {
   // then fail again, and that must not fill the log.
   if (reported_down_ && !reported_up_) {
     std::fprintf(stderr, "dc_client: connected to the server %s%s\n", name_.c_str(),
-                 cfg_.tls ? " (TLS)" : "");
+                 tls() ? " (TLS)" : "");
     reported_up_ = true;
   }
 }
@@ -303,16 +308,17 @@ void ServerNode::connect_now() {
     opt.backpressure = false;  // always read answers: see kUpstreamOutMax
     opt.flush_last = true;
     std::unique_ptr<ev::Transport> t;
-    if (cfg_.tls) {
+    if (tls()) {
+      // The certificate must carry -tls-name, else this server's own host.
       std::string why;
-      t = cfg_.tls->wrap(fd.get(), why);
+      t = cfg_.tls->wrap(fd.get(), cfg_.tls_name.empty() ? server_.host : cfg_.tls_name, why);
       if (!t) {
         lost(why);
         return;
       }
     }
     up_ = std::make_unique<ev::Connection>(loop_, std::move(fd), handler_, opt, std::move(t));
-    if (!cfg_.tls) {
+    if (!tls()) {
       on_ready();
       return;
     }

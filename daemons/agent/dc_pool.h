@@ -94,6 +94,8 @@ class ServerNode {
     ServerNode& n_;
   };
 
+  // Whether this server is spoken to in TLS (-tls-* and an IP address).
+  bool tls() const;
   void on_answer(ev::Connection& c, const proto::Message& m);
   void on_close(ev::Connection& c, ev::CloseReason why);
   void on_ready();

@@ -19,7 +19,7 @@
 #include "agent/agent.h"
 #include "agent/options.h"
 #include "agent/redis_backend.h"
-#include "ev/daemon_util.h"
+#include "common/daemon_util.h"
 #include "ev/http_metrics.h"
 #include "ev/loop.h"
 #include "ev/tls.h"
@@ -38,12 +38,14 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  size_t max_conns = dc::ev::usable_max_conns("dc_client", opt.max_conns, opt.max_conns_given);
+  opt.limits.max_conns =
+      dc::common::usable_max_conns("dc_client", opt.limits.max_conns, opt.max_conns_given);
 
   // A relative UNIX path for the server must survive -daemon's chdir("/").
   dc::Address server = opt.server;
-  if (server.kind == dc::Address::Kind::unix_path) server.path = dc::ev::absolute_path(server.path);
-  if (opt.default_listen && !dc::ev::make_socket_dir(dc::agent::kDefaultListenDir, err)) {
+  if (server.kind == dc::Address::Kind::unix_path)
+    server.path = dc::common::absolute_path(server.path);
+  if (opt.default_listen && !dc::common::make_socket_dir(dc::agent::kDefaultListenDir, err)) {
     std::fprintf(stderr,
                  "dc_client: cannot make the directory of the default -listen %s (%s): make it "
                  "for this user (e.g. systemd's RuntimeDirectory=distcache), or give -listen "
@@ -65,36 +67,37 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "dc_client: %s: answering DISCONNECTED until it resolves, looking it up again "
                    "every %" PRId64 " ms\n",
-                   why.c_str(), opt.retry_ms);
+                   why.c_str(), opt.agent.retry_ms);
     return out;
   };
   std::optional<dc::SockAddr> server_sa = resolve_first(server);
   std::vector<dc::agent::ServerAddr> more_servers;
   for (dc::Address a : opt.more_servers) {
-    if (a.kind == dc::Address::Kind::unix_path) a.path = dc::ev::absolute_path(a.path);
+    if (a.kind == dc::Address::Kind::unix_path) a.path = dc::common::absolute_path(a.path);
     more_servers.push_back({a, resolve_first(a)});
   }
   // Certificates are read now, as the user that started us (before -user),
   // and a bad one stops the start: an operator's error, seen at once.
   std::shared_ptr<const dc::ev::TlsContext> tls;
   if (!opt.tls.cert.empty()) {
-    if (!more_servers.empty()) {
-      // Refused rather than ignored: the operator asked for TLS, and a pool
-      // spoken plainly would carry every session in the clear.
-      std::fprintf(stderr,
-                   "dc_client: -tls-* are not supported with a pool of dc_servers (-server given "
-                   "%zu times) yet: give one -server, or no -tls-* on a private network\n",
-                   more_servers.size() + 1);
-      return 1;
-    }
-    if (server.kind != dc::Address::Kind::ip) {
+    // Every IP server of a pool speaks TLS (its certificate checked for
+    // -tls-name, else its own host); a UNIX one is spoken plainly.
+    std::vector<dc::Address> members = {server};
+    for (const dc::agent::ServerAddr& s : more_servers) members.push_back(s.addr);
+    const dc::Address* first_ip = nullptr;
+    for (const dc::Address& a : members) {
+      if (a.kind == dc::Address::Kind::ip) {
+        if (!first_ip) first_ip = &a;
+        continue;
+      }
       std::fprintf(stderr,
                    "dc_client: -tls-* apply to an IP -server only; %s is a UNIX socket, spoken "
                    "plainly (its file permissions protect it)\n",
-                   server.to_string().c_str());
-    } else {
+                   a.to_string().c_str());
+    }
+    if (first_ip) {
       dc::ev::TlsFiles files = opt.tls;
-      if (files.name.empty()) files.name = server.host;
+      if (files.name.empty()) files.name = first_ip->host;
       tls = dc::ev::TlsContext::load(dc::ev::TlsContext::Role::client, files, err);
       if (!tls) {
         std::fprintf(stderr, "dc_client: %s\n", err.c_str());
@@ -104,7 +107,7 @@ int main(int argc, char** argv) {
   }
   // -stats is relative to where we were started, not to -daemon's "/"; the
   // -metrics port is opened with the listeners (see dc_server's main).
-  opt.stats.file = dc::ev::absolute_path(opt.stats.file);
+  opt.stats.file = dc::common::absolute_path(opt.stats.file);
   dc::UniqueFd metrics_fd;
   if (opt.stats.metrics) {
     metrics_fd = dc::ev::MetricsServer::open_socket(*opt.stats.metrics, err);
@@ -125,39 +128,25 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "dc_client: %s\n", err.c_str());
       return 1;
     }
-    if (!opt.tls.cert.empty()) {
-      std::fprintf(stderr,
-                   "dc_client: -tls-* are not supported with a Redis -server yet: use "
-                   "Redis on a private network, or stunnel in front of it\n");
-      return 1;
-    }
+    redis.cluster = opt.redis_cluster;
+    redis.seeds = opt.redis_seeds;
   }
-  std::vector<dc::ev::OpenedListener> opened;
+  std::vector<dc::common::OpenedListener> opened;
   std::string pidfile;
-  if (!dc::ev::start_daemon("dc_client", opt.listen, opt.proc, opened, pidfile)) return 1;
+  if (!dc::common::start_daemon("dc_client", opt.listen, opt.proc, opened, pidfile)) return 1;
 
   {
     dc::ev::Loop loop;
-    dc::ev::ConnectionLimits limits;
-    limits.max_conns = max_conns;
-    limits.frame_timeout_ms = opt.frame_timeout_ms;
-    limits.memory = opt.conn_memory;
-    limits.name = "dc_client";
-    loop.set_limits(limits);
-    dc::agent::AgentConfig cfg;
+    loop.set_limits(opt.limits);
+    dc::agent::AgentConfig& cfg = opt.agent;
     cfg.server = server;
     cfg.server_sa = server_sa;
     cfg.more_servers = more_servers;
     if (opt.redis) cfg.redis = redis;
-    cfg.retry_ms = opt.retry_ms;
-    cfg.idle_ms = opt.idle_ms;
-    cfg.timeout_ms = opt.timeout_ms;
-    cfg.max_pending = opt.max_pending;
-    cfg.client_pending = opt.client_pending;
-    cfg.max_out = opt.max_out;
     cfg.tls = tls;
+    cfg.tls_name = opt.tls.name;
     dc::agent::Agent agent(loop, cfg);
-    for (dc::ev::OpenedListener& o : opened) agent.add_listener(std::move(o.fd), o.addr);
+    for (dc::common::OpenedListener& o : opened) agent.add_listener(std::move(o.fd), o.addr);
     dc::ev::StatsPublisher publish(
         loop, opt.stats, dc::agent::Agent::kMetricsPrefix, [&] { return agent.stats_table(); },
         std::move(metrics_fd));

@@ -1,8 +1,10 @@
 // dc_client's command line: see options.h.
 #include "agent/options.h"
 
+#include <algorithm>
+
+#include "common/daemon_util.h"
 #include "distcache/dc_client.h"
-#include "ev/daemon_util.h"
 
 namespace dc::agent {
 
@@ -21,7 +23,7 @@ std::string usage() {
   return "Usage: dc_client -server ADDR [options]\n"
          "The local agent of a distributed TLS session cache (distcache protocol 1.x):\n"
          "carries the requests of every local client over one connection to dc_server\n"
-         "(to each dc_server of a pool).\n"
+         "(to each dc_server of a pool; to Redis; to each master of a Redis Cluster).\n"
          "  -server ADDR        the dc_server to use: UNIX:/path, IP:host:port (required).\n"
          "                      Given several times: a pool of dc_servers, one connection\n"
          "                      to each; each session id goes to one server by rendezvous\n"
@@ -34,7 +36,15 @@ std::string usage() {
          "  -redis-auth FILE    AUTH with the first line of FILE: \"password\" or \"user\n"
          "                      password\" (Redis 6 ACLs); FILE readable by its owner only\n"
          "  -redis-prefix STR   put STR before each session id to make the key (default dc:)\n"
-         "  -redis-db N         SELECT database N after connecting (default 0)\n"
+         "  -redis-db N         SELECT database N after connecting (default 0; not with\n"
+         "                      REDIS-CLUSTER:)\n"
+         "  -server REDIS-CLUSTER:HOST:PORT[,HOST:PORT...]  use a Redis Cluster (7.0 or\n"
+         "                      newer; older ones through CLUSTER SLOTS): the seed nodes to\n"
+         "                      ask for the slot map; one connection to each master; MOVED\n"
+         "                      and ASK are followed once; the map is asked again every\n"
+         "                      15 s and after a MOVED or a lost master (docs/backends.md).\n"
+         "                      A -redis-prefix with {...} in it is a hash tag: every key\n"
+         "                      would go to one slot\n"
          "  -listen ADDR        accept local clients on ADDR (default\n"
          "                      UNIX:/run/distcache/dc_client.sock, its directory made if\n"
          "                      missing; may be given more than once). A UNIX socket in a\n"
@@ -69,15 +79,18 @@ std::string usage() {
          "  -connmemory SIZE    when the buffers of all clients (unread answers, held input,\n"
          "                      requests in pieces) pass SIZE bytes, close the clients\n"
          "                      holding the most (default 128M; 0: no limit)\n"
-         "  -tls-cert FILE      with -tls-key and -tls-ca: speak TLS 1.3 to an IP -server,\n"
+         "  -tls-cert FILE      with -tls-key and -tls-ca: speak TLS 1.3 to each IP -server\n"
+         "                      (a dc_server, every dc_server of a pool, Redis, every node\n"
+         "                      of a Redis Cluster: on their tls-port),\n"
          "                      presenting this certificate (PEM, with any intermediates)\n"
          "  -tls-key FILE       the private key of -tls-cert (PEM)\n"
          "  -tls-ca FILE        the CA certificate(s) (PEM) the server's must chain to\n"
-         "  -tls-name NAME      the name (DNS or IP address) the server's certificate must\n"
-         "                      carry (default: the host of -server). Certificates are\n"
+         "  -tls-name NAME      the name (DNS or IP address) every server's certificate\n"
+         "                      must carry (default: each server's own host; a Redis\n"
+         "                      Cluster node's: its IP address). Certificates are\n"
          "                      read at start. A UNIX -server or -listen is never TLS:\n"
          "                      its file permissions protect it\n" +
-         std::string(ev::stats_usage()) + ev::process_usage() +
+         std::string(common::stats_usage()) + common::process_usage() +
          "  -h, -help, -?       show this help\n"
          "While the server is unreachable every request is answered at once with the\n"
          "status DISCONNECTED (2); caching resumes by itself once it is back.\n"
@@ -86,7 +99,7 @@ std::string usage() {
 }
 
 bool parse_options(int argc, char** argv, Options& o, std::string& err) {
-  ev::FlagReader args(argc, argv, err);
+  common::FlagReader args(argc, argv, err);
   while (args.next()) {
     const std::string& flag = args.flag();
     // A number of milliseconds in [min, kMaxMs].
@@ -94,7 +107,7 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
       std::string v;
       if (!args.value(v)) return false;
       uint64_t n = 0;
-      if (!ev::parse_uint(v, kMaxMs, n) || n < min) {
+      if (!parse_decimal(v, 0, kMaxMs, n) || n < min) {
         err = flag + ": \"" + v + "\" is not a number of milliseconds from " + std::to_string(min) +
               " to " + std::to_string(kMaxMs);
         return false;
@@ -106,7 +119,7 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
       std::string v;
       if (!args.value(v)) return false;
       uint64_t n = 0;
-      if (!ev::parse_uint(v, 100000000, n) || n == 0) {
+      if (!parse_decimal(v, 0, 100000000, n) || n == 0) {
         err = flag + ": \"" + v + "\" is not a number from 1 to 100000000";
         return false;
       }
@@ -119,6 +132,32 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
       return true;
     } else if (flag == "-listen") {
       if (!args.listen(o.listen)) return false;
+    } else if ((flag == "-server" || flag == "-connect") &&
+               args.peek_value().rfind("REDIS-CLUSTER:", 0) == 0) {
+      if (!args.value(v)) return false;
+      if (o.have_server) {
+        err = flag + ": " + v + ": a Redis Cluster is used alone, not with another -server";
+        return false;
+      }
+      std::string list = v.substr(14);
+      for (size_t at = 0; at <= list.size();) {
+        size_t comma = std::min(list.find(',', at), list.size());
+        std::string seed = list.substr(at, comma - at);
+        std::string why;
+        Address a;
+        if (!parse_address("IP:" + seed, a, why) || a.host.empty()) {
+          err = flag + ": \"" + seed + "\" in " + v +
+                " is not host:port (REDIS-CLUSTER:host:port[,host:port...])" +
+                (why.empty() ? "" : ": " + why);
+          return false;
+        }
+        o.redis_seeds.push_back(a);
+        at = comma + 1;
+      }
+      o.server = o.redis_seeds.front();
+      o.have_server = true;
+      o.redis = true;
+      o.redis_cluster = true;
     } else if ((flag == "-server" || flag == "-connect") &&
                args.peek_value().rfind("REDIS:", 0) == 0) {
       if (!args.value(v)) return false;
@@ -146,11 +185,12 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
     } else if (flag == "-redis-db") {
       if (!args.value(v)) return false;
       uint64_t n = 0;
-      if (!ev::parse_uint(v, 1000000, n)) {
+      if (!parse_decimal(v, 0, 1000000, n)) {
         err = "-redis-db: \"" + v + "\" is not a database number";
         return false;
       }
       o.redis_db = unsigned(n);
+      o.redis_db_given = true;
     } else if (flag == "-server" || flag == "-connect") {
       if (!args.value(v)) return false;
       std::string why;
@@ -176,31 +216,31 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
         o.server = a;
       o.have_server = true;
     } else if (flag == "-retry") {
-      if (!millis(o.retry_ms, 1)) return false;
+      if (!millis(o.agent.retry_ms, 1)) return false;
     } else if (flag == "-idle") {
-      if (!millis(o.idle_ms, 0)) return false;
+      if (!millis(o.agent.idle_ms, 0)) return false;
     } else if (flag == "-timeout") {
-      if (!millis(o.timeout_ms, 1)) return false;
+      if (!millis(o.agent.timeout_ms, 1)) return false;
     } else if (flag == "-maxpending") {
-      if (!count(o.max_pending)) return false;
+      if (!count(o.agent.max_pending)) return false;
     } else if (flag == "-clientpending") {
-      if (!count(o.client_pending)) return false;
+      if (!count(o.agent.client_pending)) return false;
     } else if (flag == "-maxout") {
       if (!args.value(v)) return false;
-      if (!ev::parse_size(v, o.max_out) || o.max_out < kMinOut) {
+      if (!common::parse_size(v, o.agent.max_out) || o.agent.max_out < kMinOut) {
         err = "-maxout: \"" + v +
               "\" is not a size of at least 4K (a number with an optional K, M or G)";
         return false;
       }
     } else if (flag == "-maxconns") {
-      if (!count(o.max_conns)) return false;
+      if (!count(o.limits.max_conns)) return false;
       o.max_conns_given = true;
     } else if (flag == "-frametimeout") {
-      if (!millis(o.frame_timeout_ms, 0)) return false;
+      if (!millis(o.limits.frame_timeout_ms, 0)) return false;
     } else if (flag == "-connmemory") {
       if (!args.value(v)) return false;
-      if (!ev::parse_size(v, o.conn_memory) ||
-          (o.conn_memory != 0 && o.conn_memory < kMinConnMemory)) {
+      if (!common::parse_size(v, o.limits.memory) ||
+          (o.limits.memory != 0 && o.limits.memory < kMinConnMemory)) {
         err = "-connmemory: \"" + v +
               "\" is not 0 (no limit) or a size of at least 1M (a number with an optional K, M "
               "or G)";
@@ -217,8 +257,8 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
        : flag == "-tls-key" ? o.tls.key
        : flag == "-tls-ca"  ? o.tls.ca
                             : o.tls.name) = v;
-    } else if (ev::FlagParse r = args.stats_flag(o.stats); r != ev::FlagParse::not_mine) {
-      if (r == ev::FlagParse::error) return false;
+    } else if (common::FlagParse r = args.stats_flag(o.stats); r != common::FlagParse::not_mine) {
+      if (r == common::FlagParse::error) return false;
     } else if (!args.process_flag(o.proc)) {
       return false;
     }
@@ -231,6 +271,10 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
   }
   if (!o.have_server) {
     err = "-server: no server address given (required)";
+    return false;
+  }
+  if (o.redis_cluster && o.redis_db_given) {
+    err = "-redis-db: a Redis Cluster has database 0 only: leave -redis-db out with REDIS-CLUSTER:";
     return false;
   }
   if (o.listen.empty()) {

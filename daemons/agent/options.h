@@ -12,15 +12,11 @@
 #include <vector>
 
 #include "addr.h"
-#include "ev/daemon_util.h"
+#include "agent/agent.h"
+#include "common/daemon_util.h"
 #include "ev/tls.h"
 
 namespace dc::agent {
-
-// The default -timeout: below libdistcache's own default deadline
-// (DC_DEFAULT_OP_TIMEOUT_MS, 100 ms), so the agent's DISCONNECTED reaches a
-// client that still waits for it.
-inline constexpr int64_t kDefaultTimeoutMs = 50;
 
 // The default -listen. Not 1.x's UNIX:/tmp/scache: in /tmp any local user
 // who binds that name first receives every session. /run/distcache is
@@ -40,20 +36,26 @@ struct Options {
   std::string redis_auth;  // the file; read by main()
   std::string redis_prefix = "dc:";
   unsigned redis_db = 0;
-  int64_t retry_ms = 5000;                 // -retry: least time between connect attempts
-  int64_t idle_ms = 0;                     // -idle: 0 = never drop idle clients
-  int64_t timeout_ms = kDefaultTimeoutMs;  // -timeout: deadline of a request on the server
-  size_t max_pending = 10000;    // -maxpending: requests waiting on the server, all clients
-  size_t client_pending = 1000;  // -clientpending: unanswered requests of one client
-  size_t max_out = 256 * 1024;   // -maxout: a client's unread answers before backpressure
-  size_t max_conns = 10000;      // -maxconns: local clients (capped by the descriptor limit)
+  bool redis_db_given = false;
+  // -server REDIS-CLUSTER:host:port[,host:port...]: a Redis Cluster (also
+  // sets `redis`; `server` is the first seed) (redis_cluster.h).
+  bool redis_cluster = false;
+  std::vector<Address> redis_seeds;
+  // -retry, -idle, -timeout, -maxpending, -clientpending, -maxout, with
+  // their defaults (agent.h); main() adds the servers and TLS.
+  AgentConfig agent;
+  // -maxconns (local clients, capped by the descriptor limit), -frametimeout
+  // and -connmemory (all clients' buffers), 0 = none for the last two.
+  ev::ConnectionLimits limits{.max_conns = 10000,
+                              .frame_timeout_ms = 5000,
+                              .memory = size_t(128) << 20,
+                              .name = "dc_client"};
   bool max_conns_given = false;
-  int64_t frame_timeout_ms = 5000;         // -frametimeout: 0 = none
-  size_t conn_memory = size_t(128) << 20;  // -connmemory: all clients' buffers; 0 = none
-  ev::ProcessOptions proc;                 // -daemon, -pidfile, -user, -sock*
-  ev::StatsOptions stats;                  // -stats, -stats-interval, -stats-format, -metrics
-  // -tls-cert, -tls-key, -tls-ca (all or none), -tls-name: TLS to an IP
-  // -server (tls.name empty: the host of -server).
+  common::ProcessOptions proc;  // -daemon, -pidfile, -user, -sock*
+  common::StatsOptions stats;   // -stats, -stats-interval, -stats-format, -metrics
+  // -tls-cert, -tls-key, -tls-ca (all or none), -tls-name: TLS to every IP
+  // -server (each dc_server of a pool, Redis, each Redis Cluster node);
+  // tls.name empty: each server's own host.
   ev::TlsFiles tls;
   bool help = false;
 };

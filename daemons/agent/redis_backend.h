@@ -18,23 +18,17 @@
 // At each connect the agent sends AUTH (-redis-auth: "password" or "user
 // password", for Redis 6 ACLs) and SELECT (-redis-db) ahead of any request;
 // the connection is up once both are answered OK. A refused AUTH is one log
-// line per outage and a reconnect after -retry.
+// line per outage and a reconnect after -retry. With -tls-* the connection
+// is TLS (Redis's tls-port). The connection itself is a RedisLink
+// (redis_link.h), which the Cluster backend uses once per node.
 #pragma once
 
-#include <ev.h>
-#include <hiredis/hiredis.h>
-
-#include <cstdint>
-#include <deque>
-#include <optional>
 #include <string>
 #include <vector>
 
-#include "addr.h"
 #include "agent/backend.h"
-#include "ev/connector.h"
+#include "agent/redis_link.h"
 #include "ev/loop.h"
-#include "net.h"
 
 namespace dc::agent {
 
@@ -44,76 +38,29 @@ struct AgentConfig;
 // file must be readable by its owner only. Returns false with `err` set.
 bool load_redis_auth(const std::string& path, RedisConfig& out, std::string& err);
 
-// What Redis's reply `r` to the command for `op` answers, as dc_server
-// would: `data` (a GET's session) or, when `data` is empty, the status byte
-// `status`. False when the reply is not one the command returns (an error,
-// another type): the request is then answered DISCONNECTED.
-bool map_reply(proto::Op op, const redisReply* r, proto::Bytes& data, uint8_t& status);
+// The settings of a link to `node` for -redis-auth, -redis-db and -tls-*
+// (the certificate's name: -tls-name when given, else the node's address).
+LinkSettings link_settings(const AgentConfig& cfg, const RedisConfig& rc, const Address& node,
+                           std::string what);
 
 class RedisBackend final : public Backend {
  public:
   RedisBackend(ev::Loop& loop, BackendHost& host, const AgentConfig& cfg, RedisConfig rc);
-  ~RedisBackend() override;
   RedisBackend(const RedisBackend&) = delete;
   RedisBackend& operator=(const RedisBackend&) = delete;
 
   std::optional<Disconnected> submit(const Ticket& t, const proto::Message& m,
                                      proto::Bytes id) override;
-  bool up() const override { return fd_ && ready_; }
-  bool backing_off() const override { return !fd_ && !connector_.busy(); }
-  size_t pending() const override { return pending_.size(); }
+  bool up() const override { return link_.up(); }
+  bool backing_off() const override { return link_.backing_off(); }
+  size_t pending() const override { return link_.pending(); }
   void append_stats(std::vector<ev::Stat>& table) override;
 
  private:
-  struct Pending {
-    Ticket ticket;
-    bool internal;   // AUTH or SELECT of the connection's start
-    bool abandoned;  // answered DISCONNECTED at its deadline; its reply is dropped
-    int64_t sent_ms;
-    // An ADD that dc_server would refuse (out-of-range lifetime, id or
-    // data): answered with this AddStatus when the PING sent in its place
-    // comes back, so that answers keep their order. -1: none.
-    int fixed = -1;
-  };
-
-  void connect_now();
-  void on_connected(UniqueFd fd, const std::string& err);
-  // Queues one command (already formatted by hiredis).
-  void queue(const char* cmd, int len, const Ticket& t, bool internal, int fixed = -1);
-  void on_io(int revents);
-  void read_some();
-  void write_some();
-  void on_reply(redisReply* r);
-  // The connection is gone: everything pending is answered, a reconnect planned.
-  void lost(const std::string& why);
-  void arm_deadline();
-  void on_deadline();
-  void watch();
-  void refused(const char* what, const std::string& reply);
-  static void io_cb(struct ev_loop*, ev_io* w, int revents);
-
   ev::Loop& loop_;
-  BackendHost& host_;
-  const AgentConfig& cfg_;
   const RedisConfig rc_;
-  ev::Connector connector_;
-  ev::Timer retry_;
-  ev::Timer deadline_;
-  UniqueFd fd_;
-  ev_io io_{};
-  bool watching_ = false;
-  bool ready_ = false;  // AUTH and SELECT answered
-  redisReader* reader_ = nullptr;
-  std::string out_;  // formatted commands not yet written
-  size_t out_off_ = 0;
-  std::deque<Pending> pending_;
-  size_t abandoned_ = 0;
-  int64_t last_attempt_ms_ = 0;
-  bool attempted_ = false;
-  bool reported_down_ = false;
-  bool told_start_ = false;  // a refused AUTH/SELECT was said
-  int64_t last_refusal_log_ms_ = -60000;
-  uint64_t refusals_ = 0, connects_ = 0;
+  RedisLink link_;
+  std::string key_;  // reused: the prefix and the session id
 };
 
 }  // namespace dc::agent

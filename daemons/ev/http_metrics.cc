@@ -145,8 +145,8 @@ void MetricsServer::finish(Client* c) {
   clients_.erase(c);  // closes its socket
 }
 
-StatsPublisher::StatsPublisher(Loop& loop, const StatsOptions& o, std::string prefix, TableFn table,
-                               UniqueFd metrics_fd)
+StatsPublisher::StatsPublisher(Loop& loop, const common::StatsOptions& o, std::string prefix,
+                               TableFn table, UniqueFd metrics_fd)
     : opt_(o),
       prefix_(std::move(prefix)),
       table_(std::move(table)),
@@ -165,11 +165,11 @@ void StatsPublisher::write_file() {
   if (opt_.file.empty()) return;
   // Through a temporary file in the same directory and rename(2): a reader
   // (node_exporter's textfile collector reads only *.prom) never sees half.
-  write_file_atomic(opt_.file, text());
+  common::write_file_atomic(opt_.file, text());
 }
 
 std::string StatsPublisher::text() {
-  if (opt_.format == StatsFormat::prom) return prometheus_text(prefix_, table_());
+  if (opt_.format == common::StatsFormat::prom) return prometheus_text(prefix_, table_());
   return stats_line(table_()) + "\n";
 }
 

@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "addr.h"
-#include "ev/daemon_util.h"
+#include "common/daemon_util.h"
 #include "ev/listener.h"
 #include "ev/loop.h"
 #include "ev/stats.h"
@@ -74,7 +74,7 @@ class StatsPublisher {
   // `o.file` must be absolute already (-daemon changes directory);
   // `metrics_fd` is the -metrics socket (MetricsServer::open_socket), or
   // none. `prefix` names the daemon's Prometheus families.
-  StatsPublisher(Loop& loop, const StatsOptions& o, std::string prefix, TableFn table,
+  StatsPublisher(Loop& loop, const common::StatsOptions& o, std::string prefix, TableFn table,
                  UniqueFd metrics_fd);
   // Rewrites the -stats file now (SIGHUP, exit); nothing without -stats.
   void write_file();
@@ -84,7 +84,7 @@ class StatsPublisher {
  private:
   std::string text();
 
-  StatsOptions opt_;
+  common::StatsOptions opt_;
   std::string prefix_;
   TableFn table_;
   Timer timer_;

@@ -3,10 +3,11 @@
 
 #include <errno.h>
 #include <netinet/in.h>
-#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "common/daemon_util.h"
 
 namespace dc::ev {
 
@@ -15,42 +16,9 @@ constexpr int kAcceptBurst = 64;     // accepts per wake-up, for fairness
 constexpr int64_t kFdPauseMs = 100;  // pause after running out of descriptors
 }  // namespace
 
-bool check_unix_listen_path(const Address& a, const ListenOptions& opt, std::string& err) {
-  if (a.kind != Address::Kind::unix_path) return true;
-  const std::string& path = a.path;
-  size_t slash = path.rfind('/');
-  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-  struct stat st;
-  // stat, not lstat: what matters is the directory a symlink leads to.
-  if (stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & S_IWOTH) &&
-      !(st.st_mode & S_ISVTX)) {
-    err = "cannot listen on " + a.to_string() + ": its directory " + dir +
-          " is writable by every user and not sticky, so anyone could put their own socket "
-          "in its place: use a directory only this user can write (e.g. /run/distcache) or make "
-          "it sticky (chmod +t " +
-          dir + ")";
-    return false;
-  }
-  if (lstat(path.c_str(), &st) != 0) return true;  // nothing there yet
-  if (!S_ISSOCK(st.st_mode)) {
-    err = "cannot listen on " + a.to_string() + ": " + path +
-          " exists and is not a socket: remove it, or pick another path with -listen";
-    return false;
-  }
-  uid_t owner = geteuid();
-  passwd* pw = opt.owner.empty() ? nullptr : getpwnam(opt.owner.c_str());
-  if (st.st_uid != owner && !(pw && st.st_uid == pw->pw_uid)) {
-    err = "cannot listen on " + a.to_string() + ": " + path + " is a socket of another user (uid " +
-          std::to_string(st.st_uid) +
-          "): remove it if it is stale, or pick another path with -listen";
-    return false;
-  }
-  return true;
-}
-
 std::unique_ptr<Listener> Listener::open(Loop& loop, const Address& a, const ListenOptions& opt,
                                          AcceptFn on_accept, std::string& err) {
-  if (!check_unix_listen_path(a, opt, err)) return nullptr;
+  if (!common::check_unix_listen_path(a, opt, err)) return nullptr;
   UniqueFd fd = listen_on(a, opt, err);
   if (!fd) return nullptr;
   return std::make_unique<Listener>(loop, std::move(fd), a, std::move(on_accept));

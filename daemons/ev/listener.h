@@ -18,22 +18,12 @@
 
 namespace dc::ev {
 
-// Refuses a UNIX socket path where another local user could stand in for
-// us (and receive every client's requests): a directory writable by every
-// user that is not sticky (anyone could remove our socket and bind their
-// own; /tmp is sticky), or a file already at the path that is not a socket
-// owned by us or by opt.owner (-sockowner). A stale socket of ours is left
-// for listen_on to replace. True when the path is fine (or does not concern
-// UNIX sockets); else false with `err` one line naming the path and what to
-// do. A missing directory is left for bind() to report.
-bool check_unix_listen_path(const Address& a, const ListenOptions& opt, std::string& err);
-
 class Listener {
  public:
   using AcceptFn = std::function<void(UniqueFd fd)>;
 
   // Opens a listening socket on `a` with dc::listen_on (a stale UNIX socket
-  // file is replaced, a live one is an error; check_unix_listen_path first)
+  // file is replaced, a live one is an error; common::check_unix_listen_path first)
   // and starts accepting. Returns nullptr with `err` set (one line naming
   // the address) on failure.
   static std::unique_ptr<Listener> open(Loop& loop, const Address& a, const ListenOptions& opt,

@@ -73,8 +73,4 @@ std::string prometheus_text(std::string_view prefix, std::span<const Stat> table
 // memory_closes. Both daemons have them, with the same names.
 void append_limit_stats(std::vector<Stat>& table, const Loop& loop);
 
-// What a -stats file holds: the statistics line, or the Prometheus text
-// (for node_exporter's textfile collector).
-enum class StatsFormat : uint8_t { line, prom };
-
 }  // namespace dc::ev

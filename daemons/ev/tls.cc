@@ -323,6 +323,11 @@ TlsContext::~TlsContext() {
 }
 
 std::unique_ptr<Transport> TlsContext::wrap(int fd, std::string& err) const {
+  return wrap(fd, name_, err);
+}
+
+std::unique_ptr<Transport> TlsContext::wrap(int fd, const std::string& name,
+                                            std::string& err) const {
   ERR_clear_error();
   SSL* ssl = SSL_new(ctx_);
   if (!ssl || SSL_set_fd(ssl, fd) != 1) {
@@ -338,11 +343,11 @@ std::unique_ptr<Transport> TlsContext::wrap(int fd, std::string& err) const {
   SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
   // SSL_set1_host takes an IP address as one (checked against the
   // certificate's IP addresses) and anything else as a DNS name.
-  bool ok = SSL_set1_host(ssl, name_.c_str()) == 1;
-  if (ok && !is_ip_literal(name_)) ok = SSL_set_tlsext_host_name(ssl, name_.c_str()) == 1;
+  bool ok = SSL_set1_host(ssl, name.c_str()) == 1;
+  if (ok && !is_ip_literal(name)) ok = SSL_set_tlsext_host_name(ssl, name.c_str()) == 1;
   if (!ok) {
     SSL_free(ssl);
-    err = "cannot start TLS with the name " + name_ + ": " + take_errors();
+    err = "cannot start TLS with the name " + name + ": " + take_errors();
     return nullptr;
   }
   return std::make_unique<TlsTransport>(ssl, "", true);

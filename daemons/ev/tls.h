@@ -51,6 +51,9 @@ class TlsContext {
   // A TLS transport over `fd` (a connected non-blocking socket, borrowed).
   // nullptr when OpenSSL cannot make one (no memory), `err` saying so.
   std::unique_ptr<Transport> wrap(int fd, std::string& err) const;
+  // A client's, checking the server's certificate for `name` (a DNS name or
+  // an IP address) instead of the context's: one context for many servers.
+  std::unique_ptr<Transport> wrap(int fd, const std::string& name, std::string& err) const;
   Role role() const { return role_; }
   const std::string& peer_name() const { return name_; }
 

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "ev/daemon_util.h"
+#include "common/daemon_util.h"
 #include "ev/http_metrics.h"
 #include "ev/loop.h"
 #include "ev/tls.h"
@@ -52,10 +52,11 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  size_t max_conns = dc::ev::usable_max_conns("dc_server", opt.max_conns, opt.max_conns_given);
+  opt.limits.max_conns =
+      dc::common::usable_max_conns("dc_server", opt.limits.max_conns, opt.max_conns_given);
 
   // -stats is relative to where we were started, not to -daemon's "/".
-  opt.stats.file = dc::ev::absolute_path(opt.stats.file);
+  opt.stats.file = dc::common::absolute_path(opt.stats.file);
   // The -metrics port is opened with the listeners: a port in use is
   // reported on the terminal, and a low port needs the privileges -user drops.
   dc::UniqueFd metrics_fd;
@@ -82,9 +83,9 @@ int main(int argc, char** argv) {
                    "dc_server: -tls-* apply to IP listeners only, and every -listen is a UNIX "
                    "socket: nothing is served over TLS\n");
   }
-  std::vector<dc::ev::OpenedListener> opened;
+  std::vector<dc::common::OpenedListener> opened;
   std::string pidfile;
-  if (!dc::ev::start_daemon("dc_server", opt.listen, opt.proc, opened, pidfile)) return 1;
+  if (!dc::common::start_daemon("dc_server", opt.listen, opt.proc, opened, pidfile)) return 1;
 
   // The session heap grows in 32 MB steps, so the store can ask for huge
   // pages on each new step before it is touched (see advise_heap() in
@@ -93,18 +94,11 @@ int main(int argc, char** argv) {
 
   {
     dc::ev::Loop loop;
-    dc::ev::ConnectionLimits limits;
-    limits.max_conns = max_conns;
-    limits.frame_timeout_ms = opt.frame_timeout_ms;
-    limits.memory = opt.conn_memory;
-    limits.name = "dc_server";
-    loop.set_limits(limits);
-    dc::server::Store store({opt.sessions, opt.memory, opt.max_lifetime_ms}, random_seed());
-    dc::server::ServerConfig cfg;
-    cfg.progress = opt.progress;
-    cfg.tls = tls;
-    dc::server::Server server(loop, store, cfg);
-    for (dc::ev::OpenedListener& o : opened) server.add_listener(std::move(o.fd), o.addr);
+    loop.set_limits(opt.limits);
+    dc::server::Store store(opt.store, random_seed());
+    opt.server.tls = tls;
+    dc::server::Server server(loop, store, opt.server);
+    for (dc::common::OpenedListener& o : opened) server.add_listener(std::move(o.fd), o.addr);
 
     dc::ev::StatsPublisher publish(
         loop, opt.stats, dc::server::Server::kMetricsPrefix, [&] { return server.stats_table(); },
@@ -125,7 +119,8 @@ int main(int argc, char** argv) {
 
     loop.run();
     publish.write_file();
-    if (opt.progress) std::fprintf(stderr, "dc_server: exiting: %s\n", server.stats_line().c_str());
+    if (opt.server.progress)
+      std::fprintf(stderr, "dc_server: exiting: %s\n", server.stats_line().c_str());
   }  // the server's destructor closes connections and removes socket files
   if (!pidfile.empty()) unlink(pidfile.c_str());
   return 0;

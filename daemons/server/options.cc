@@ -3,7 +3,7 @@
 
 #include <limits>
 
-#include "ev/daemon_util.h"
+#include "common/daemon_util.h"
 #include "proto.h"
 
 namespace dc::server {
@@ -49,14 +49,14 @@ std::string usage() {
          "  -tls-ca FILE        the CA certificate(s) (PEM) clients' certificates must chain\n"
          "                      to. Certificates are read at start. UNIX listeners stay\n"
          "                      plain: their file permissions protect them\n" +
-         std::string(ev::stats_usage()) + ev::process_usage() +
+         std::string(common::stats_usage()) + common::process_usage() +
          "  -h, -help, -?       show this help\n"
          "SIGTERM and SIGINT exit cleanly (UNIX socket files are removed);\n"
          "SIGHUP prints the statistics line to stderr and rewrites the -stats file.\n";
 }
 
 bool parse_options(int argc, char** argv, Options& o, std::string& err) {
-  ev::FlagReader args(argc, argv, err);
+  common::FlagReader args(argc, argv, err);
   while (args.next()) {
     const std::string& flag = args.flag();
     std::string v;
@@ -70,15 +70,15 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
     } else if (flag == "-sessions") {
       if (!args.value(v)) return false;
       uint64_t n = 0;
-      if (!common::parse_decimal(v, 1, kMaxSessions, n)) {
+      if (!parse_decimal(v, 1, kMaxSessions, n)) {
         err = "-sessions: \"" + v + "\" is not a number from 1 to " + std::to_string(kMaxSessions);
         return false;
       }
-      o.sessions = size_t(n);
+      o.store.max_sessions = size_t(n);
     } else if (flag == "-memory") {
       if (!args.value(v)) return false;
       size_t n = 0;
-      if (!ev::parse_size(v, n)) {
+      if (!common::parse_size(v, n)) {
         err = "-memory: \"" + v + "\" is not a size (a number with an optional K, M or G)";
         return false;
       }
@@ -86,54 +86,54 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
         err = "-memory: \"" + v + "\" is below the least size, 64K (one largest session)";
         return false;
       }
-      o.memory = n;
+      o.store.max_bytes = n;
     } else if (flag == "-maxlifetime") {
       if (!args.value(v)) return false;
       uint64_t n = 0;
-      if (!common::parse_decimal(v, 1, proto::kMaxTimeoutMs, n)) {
+      if (!parse_decimal(v, 1, proto::kMaxTimeoutMs, n)) {
         err = "-maxlifetime: \"" + v + "\" is not a number of milliseconds from 1 to " +
               std::to_string(proto::kMaxTimeoutMs);
         return false;
       }
-      o.max_lifetime_ms = uint32_t(n);
+      o.store.max_lifetime_ms = uint32_t(n);
     } else if (flag == "-maxconns") {
       if (!args.value(v)) return false;
       uint64_t n = 0;
-      if (!common::parse_decimal(v, 1, kMaxConns, n)) {
+      if (!parse_decimal(v, 1, kMaxConns, n)) {
         err = "-maxconns: \"" + v + "\" is not a number from 1 to " + std::to_string(kMaxConns);
         return false;
       }
-      o.max_conns = size_t(n);
+      o.limits.max_conns = size_t(n);
       o.max_conns_given = true;
     } else if (flag == "-frametimeout") {
       if (!args.value(v)) return false;
       uint64_t n = 0;
-      if (!common::parse_decimal(v, 0, kMaxFrameTimeoutMs, n)) {
+      if (!parse_decimal(v, 0, kMaxFrameTimeoutMs, n)) {
         err = "-frametimeout: \"" + v + "\" is not a number of milliseconds from 0 (never) to " +
               std::to_string(kMaxFrameTimeoutMs);
         return false;
       }
-      o.frame_timeout_ms = int64_t(n);
+      o.limits.frame_timeout_ms = int64_t(n);
     } else if (flag == "-connmemory") {
       if (!args.value(v)) return false;
       size_t n = 0;
-      if (!ev::parse_size(v, n) || (n != 0 && n < kMinConnMemory)) {
+      if (!common::parse_size(v, n) || (n != 0 && n < kMinConnMemory)) {
         err = "-connmemory: \"" + v +
               "\" is not 0 (no limit) or a size of at least 1M (a number with an optional K, M "
               "or G)";
         return false;
       }
-      o.conn_memory = n;
+      o.limits.memory = n;
     } else if (flag == "-progress") {
       if (!args.value(v)) return false;
       uint64_t n = 0;
-      if (!common::parse_decimal(v, 1, std::numeric_limits<uint32_t>::max(), n)) {
+      if (!parse_decimal(v, 1, std::numeric_limits<uint32_t>::max(), n)) {
         err = "-progress: \"" + v + "\" is not a number of operations from 1 to 4294967295";
         return false;
       }
-      o.progress = n;
-    } else if (ev::FlagParse r = args.stats_flag(o.stats); r != ev::FlagParse::not_mine) {
-      if (r == ev::FlagParse::error) return false;
+      o.server.progress = n;
+    } else if (common::FlagParse r = args.stats_flag(o.stats); r != common::FlagParse::not_mine) {
+      if (r == common::FlagParse::error) return false;
     } else if (flag == "-tls-cert" || flag == "-tls-key" || flag == "-tls-ca") {
       if (!args.value(v)) return false;
       if (v.empty()) {

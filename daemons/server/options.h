@@ -11,23 +11,29 @@
 #include <vector>
 
 #include "addr.h"
-#include "ev/daemon_util.h"
+#include "common/daemon_util.h"
+#include "ev/loop.h"
 #include "ev/tls.h"
+#include "server/server.h"
+#include "server/store.h"
 
 namespace dc::server {
 
 struct Options {
-  std::vector<Address> listen;          // at least one
-  ev::ProcessOptions proc;              // -daemon, -pidfile, -user, -sock*
-  size_t sessions = 1000000;            // -sessions
-  size_t memory = size_t(1) << 30;      // -memory (charged bytes, see Store::cost)
-  uint32_t max_lifetime_ms = 86400000;  // -maxlifetime: longer ADD timeouts are cut to this
-  size_t max_conns = 10000;             // -maxconns (capped by the descriptor limit)
+  std::vector<Address> listen;  // at least one
+  common::ProcessOptions proc;  // -daemon, -pidfile, -user, -sock*
+  // -sessions, -memory (charged bytes, see Store::cost), and -maxlifetime
+  // (longer ADD timeouts are cut to it: a day, where the store allows 7).
+  StoreLimits store{.max_lifetime_ms = 86400000};
+  // -maxconns (capped by the descriptor limit), -frametimeout and
+  // -connmemory, 0 = none for the last two.
+  ev::ConnectionLimits limits{.max_conns = 10000,
+                              .frame_timeout_ms = 5000,
+                              .memory = size_t(256) << 20,
+                              .name = "dc_server"};
   bool max_conns_given = false;
-  int64_t frame_timeout_ms = 5000;         // -frametimeout: 0 = none
-  size_t conn_memory = size_t(256) << 20;  // -connmemory: 0 = none
-  uint64_t progress = 0;                   // -progress: 0 = off
-  ev::StatsOptions stats;                  // -stats, -stats-interval, -stats-format, -metrics
+  ServerConfig server;         // -progress; main() adds TLS
+  common::StatsOptions stats;  // -stats, -stats-interval, -stats-format, -metrics
   bool killable = false;
   // -tls-cert, -tls-key, -tls-ca (all or none): TLS 1.3 with client
   // certificates on the IP listeners.

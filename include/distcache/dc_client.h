@@ -12,7 +12,8 @@
  * connect, send and receive. A circuit breaker keeps a sick cache cheap: an
  * operation that could not reach the cache or get its answer in time (a
  * failed connect, a timeout, a broken connection, a protocol error, or the
- * agent's DISCONNECTED answer) opens it for a back-off period
+ * agent's DISCONNECTED answer when it came after DC_PROMPT_DISCONNECTED_MS
+ * or more) opens it for a back-off period
  * (DC_CTX_set_backoff), during which every operation fails at once without
  * touching the network; the first operation after it is the probe that
  * closes it again or reopens it. A request whose deadline passed keeps its
@@ -112,6 +113,14 @@ DC_EXPORT int DC_CTX_has_session(DC_CTX *ctx, const unsigned char *id_data, unsi
 #define DC_MAX_OP_TIMEOUT_MS 60000
 /* Default back-off (circuit breaker open) after a failed operation, in ms. */
 #define DC_DEFAULT_BACKOFF_MS 1000
+
+/* A DISCONNECTED answer that came within this many ms does not open the
+ * breaker: the agent said at once that this request's store is away (all of
+ * it, or only the part the session lives in: one server of a pool, one
+ * master of a Redis Cluster), which costs a handshake nothing, and the next
+ * session may well be stored elsewhere. A slower DISCONNECTED (the agent
+ * waited out its own deadline) opens it like a timeout. */
+#define DC_PROMPT_DISCONNECTED_MS 5
 /* DC_CTX_new flag: do not read DC_CACHE_TIMEOUT_MS from the environment
  * (libraries that take their settings elsewhere). */
 #define DC_CTX_FLAG_NO_ENV 0x0100

@@ -8,7 +8,8 @@
 // (dc_server counts no request and logs the refusal); an agent that finds
 // another name in the server's certificate gets nothing and answers its
 // clients DISCONNECTED; unusable files stop either daemon at start with one
-// line naming the file.
+// line naming the file; a pool of two TLS dc_servers works, each server's
+// certificate checked for its own host or for -tls-name.
 #include <signal.h>
 #include <unistd.h>
 
@@ -18,53 +19,10 @@
 #include "agent_fixture.h"
 #include "cmocka_cpp.h"
 #include "harness.h"
+#include "pki.h"
 
 namespace dc::test {
 namespace {
-
-// The certificates, made once per test program in one directory.
-struct Pki {
-  TempDir dir;
-  std::string f(const std::string& name) const { return dir.file(name); }
-
-  void sh(const std::string& cmd) {
-    std::string out;
-    int rc = run({"/bin/sh", "-c", "cd " + dir.path() + " && " + cmd}, out);
-    if (rc != 0) fail_msg("%s: exit %d: %s", cmd.c_str(), rc, out.c_str());
-  }
-  // A key and a certificate NAME.pem for CN, signed by CA for DAYS days
-  // (negative: already expired), with the extension file EXT if given.
-  void cert(const std::string& name, const std::string& cn, const std::string& ca, int days,
-            const std::string& ext = "") {
-    sh("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=" + cn +
-       " -keyout " + name + ".key -out " + name + ".csr 2>/dev/null");
-    sh("openssl x509 -req -in " + name + ".csr -CA " + ca + ".pem -CAkey " + ca +
-       ".key -CAcreateserial -days " + std::to_string(days) +
-       (ext.empty() ? "" : " -extfile " + ext) + " -out " + name + ".pem 2>/dev/null");
-  }
-  Pki() {
-    for (const char* ca : {"ca", "otherca"})
-      sh(std::string("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes ") +
-         "-days 2 -subj /CN=" + ca + " -keyout " + ca + ".key -out " + ca + ".pem 2>/dev/null");
-    sh("printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext");
-    cert("server", "localhost", "ca", 2, "san.ext");
-    cert("agent", "agent", "ca", 2);
-    cert("expired", "agent", "ca", -1);
-    cert("foreign", "agent", "otherca", 2);
-    sh("touch empty.pem");
-  }
-  std::vector<std::string> server_flags() const {
-    return {"-tls-cert", f("server.pem"), "-tls-key", f("server.key"), "-tls-ca", f("ca.pem")};
-  }
-  std::vector<std::string> agent_flags(const std::string& cert) const {
-    return {"-tls-cert", f(cert + ".pem"), "-tls-key", f(cert + ".key"), "-tls-ca", f("ca.pem")};
-  }
-};
-
-Pki& pki() {
-  static Pki* p = new Pki();  // kept to the end: its directory goes with the process
-  return *p;
-}
 
 // A TLS dc_server: a UNIX socket (plain) and a loopback TCP port (TLS).
 struct TlsServer {
@@ -194,6 +152,48 @@ void test_operations_through_tls(void**) {
   // And the UNIX socket stays plain.
   RawConn u = srv.unix_client();
   assert_int_equal(u.have("tls-id"), kNotOk);
+}
+
+// A pool of two TLS dc_servers: every server speaks TLS, each one's
+// certificate checked for its own host (127.0.0.1, in the certificate) and,
+// with -tls-name, for that name instead; both get a share of the ids.
+void test_pool_through_tls(void**) {
+  TlsServer one, two;
+  for (const char* name : {"", "localhost"}) {
+    std::vector<std::string> extra = {"-server", "IP:127.0.0.1:" + std::to_string(two.port)};
+    for (const std::string& f : pki().agent_flags("agent")) extra.push_back(f);
+    if (*name) extra.insert(extra.end(), {"-tls-name", name});
+    Agent agent(port_of(one), extra);
+    // Both TLS connections up (before that, a server's ids would go to the
+    // other one).
+    bool both = false;
+    for (int k = 0; k < 100 && !both; ++k) {
+      std::string st = request_stats(agent.proc, agent.dir.file("log"));
+      both = stat_value(st, "node0_up") == 1 && stat_value(st, "node1_up") == 1;
+      if (!both) usleep(100000);
+    }
+    if (!both) fail_msg("the pool's TLS connections did not come up:\n%s", agent.log().c_str());
+    RawConn c = agent.client();
+    const int n = 40;
+    for (int i = 0; i < n; ++i)
+      assert_int_equal(
+          c.add(std::string("pool-") + name + std::to_string(i), "pool-session", 60000), kOk);
+    for (int i = 0; i < n; ++i) {
+      auto got = c.get(std::string("pool-") + name + std::to_string(i));
+      assert_true(got.has_value() && *got == "pool-session");
+    }
+    std::string log = agent.log();
+    for (const TlsServer* s : {&one, &two})
+      if (log.find("IP:127.0.0.1:" + std::to_string(s->port)) != std::string::npos &&
+          log.find("lost") != std::string::npos)
+        fail_msg("the agent lost a server:\n%s", log.c_str());
+  }
+  // Each server stored some, over TLS (nothing refused).
+  for (TlsServer* s : {&one, &two}) {
+    std::string st = s->stats();
+    if (stat_value(st, "add") <= 0) fail_msg("a server of the pool got no ADD: %s", st.c_str());
+    assert_int_equal(stat_value(st, "tls_refused"), 0);
+  }
 }
 
 // An agent whose certificate dc_server refuses: its clients get DISCONNECTED,
@@ -345,6 +345,7 @@ int main(int argc, char** argv) {
   using namespace dc::test;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_operations_through_tls),
+      cmocka_unit_test(test_pool_through_tls),
       cmocka_unit_test(test_certificate_from_another_ca),
       cmocka_unit_test(test_expired_certificate),
       cmocka_unit_test(test_no_certificate),

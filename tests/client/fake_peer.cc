@@ -117,10 +117,11 @@ void FakePeer::loop() {
         Mode mode = mode_.load();
         if (mode == Mode::silent) continue;
         std::vector<uint8_t> out;
-        if (mode == Mode::slow) ::usleep(useconds_t(delay_ms_.load()) * 1000);
+        if (mode == Mode::slow || mode == Mode::slow_disconnected)
+          ::usleep(useconds_t(delay_ms_.load()) * 1000);
         if (mode == Mode::garbage) {
           out.assign(proto::kHeaderSize, 0xff);
-        } else if (mode == Mode::disconnected) {
+        } else if (mode == Mode::disconnected || mode == Mode::slow_disconnected) {
           proto::Message resp;
           resp.is_response = true;
           resp.uid = m.uid;

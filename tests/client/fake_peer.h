@@ -23,7 +23,8 @@ class FakePeer {
     wrong_uid,           // answer with another uid
     garbage,             // answer with bytes that are not the protocol
     slow,                // answer as `answer`, each after delay_ms (see set_delay)
-    disconnected,        // answer every request with the status DISCONNECTED
+    disconnected,        // answer every request with the status DISCONNECTED, at once
+    slow_disconnected,   // answer DISCONNECTED, each after delay_ms
   };
   // The GET answer of mode `answer`: 300 bytes, byte i = i % 251.
   static std::string data();
@@ -37,7 +38,7 @@ class FakePeer {
 
   std::string address() const { return "UNIX:" + path_; }
   void set_mode(Mode m) { mode_.store(m); }
-  // The wait of mode `slow` before each answer (default 300 ms).
+  // The wait of modes `slow` and `slow_disconnected` before each answer (default 300 ms).
   void set_delay(int ms) { delay_ms_.store(ms); }
   // Connections accepted / requests read so far. A connection or request is
   // counted before it is answered, so after a client's operation returned

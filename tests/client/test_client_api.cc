@@ -283,7 +283,9 @@ void test_late_answer(void**) {
 // agent would answer the same at once, or after its own deadline.
 void test_disconnected_opens_breaker(void**) {
   TempDir dir;
-  FakePeer peer(dir.file("p"), Mode::disconnected);
+  // A DISCONNECTED that took the agent its deadline: the breaker opens.
+  FakePeer peer(dir.file("p"), Mode::slow_disconnected);
+  peer.set_delay(3 * DC_PROMPT_DISCONNECTED_MS);
   DC_CTX* ctx = new_ctx(peer.address(), DC_CTX_FLAG_PERSISTENT);
   DC_CTX_set_backoff(ctx, 60000);
   unsigned char buf[64];
@@ -295,10 +297,20 @@ void test_disconnected_opens_breaker(void**) {
   assert_int_equal(DC_CTX_last_error(ctx), DC_ERR_BACKOFF);
   assert_non_null(std::strstr(DC_CTX_last_error_string(ctx), "DISCONNECTED"));
   assert_int_equal(peer.requests(), requests);
-  // A refused ADD (a duplicate) is an answer, not an outage: no breaker.
-  peer.set_mode(Mode::answer);
+  // A DISCONNECTED given at once (the store of this session is away, as
+  // one server of a pool or one master of a cluster can be): no breaker,
+  // every operation still reaches the agent.
+  peer.set_mode(Mode::disconnected);
   DC_CTX_set_backoff(ctx, 0);
   DC_CTX_set_backoff(ctx, 60000);
+  requests = peer.requests();
+  for (int i = 0; i < 5; ++i) {
+    assert_int_equal(have(ctx), -1);
+    assert_int_equal(DC_CTX_last_error(ctx), DC_ERR_DISCONNECTED);
+  }
+  assert_int_equal(peer.requests(), requests + 5);
+  // A refused ADD (a duplicate) is an answer, not an outage: no breaker.
+  peer.set_mode(Mode::answer);
   assert_int_equal(have(ctx), 1);
   assert_int_equal(have(ctx), 1);
   DC_CTX_free(ctx);

@@ -167,21 +167,13 @@ worker_processes 2;
 events { worker_connections 256; }
 stream {
   server {
-    listen 127.0.0.1:$port ssl;
-    ssl_certificate $E2E_DIR/$cert.pem;
-    ssl_certificate_key $E2E_DIR/$cert.key;
-    ssl_protocols TLSv1.2 TLSv1.3;
+$(nginx_tls_listen "$port" "$E2E_DIR/$cert.pem" "$E2E_DIR/$cert.key")
     $extra
     proxy_pass unix:$d/backend.sock;
   }
 }
 http {
-  access_log off;
-  client_body_temp_path $d/body;
-  proxy_temp_path $d/proxy;
-  fastcgi_temp_path $d/fastcgi;
-  uwsgi_temp_path $d/uwsgi;
-  scgi_temp_path $d/scgi;
+$(nginx_temp_paths "$d")
   server {
     listen unix:$d/backend.sock;
     location / { return 200 "hello from $name\n"; }

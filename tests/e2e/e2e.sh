@@ -363,19 +363,12 @@ case $scenario in
     # allowed only the agent's commands on dc:*) behind two agents, one per
     # nginx: sessions cross both ways, TLS 1.2 and 1.3, and Redis holds them
     # under the prefix.
-    command -v redis-server >/dev/null || { echo "SKIP: redis-server is not installed"; exit 77; }
-    rport=$(e2e_free_listen_port)
-    printf '%s\n' "port $rport" "bind 127.0.0.1" 'save ""' "appendonly no" "dir $E2E_DIR" \
-      "user default on nopass ~* &* +@all" \
-      "user dc on >e2e-pass ~dc:* -@all +get +set +del +exists +getdel" >"$E2E_DIR/redis.conf"
-    redis-server "$E2E_DIR/redis.conf" >"$E2E_DIR/redis.log" 2>&1 &
-    E2E_PIDS+=("$!")
-    e2e_wait_for "redis-server" 100 e2e_port_open "$rport" ||
-      { cat "$E2E_DIR/redis.log" >&2; e2e_die "redis-server did not start on port $rport"; }
-    (umask 077 && echo "dc e2e-pass" >"$E2E_DIR/redis-auth")
+    e2e_need_redis
+    e2e_start_redis redis
+    rport=$PORT_redis
     SERVER_ADDR=REDIS:127.0.0.1:$rport
-    e2e_start_agent agentA 2000 -redis-auth "$E2E_DIR/redis-auth"; AGENT_A=$AGENT_ADDR
-    e2e_start_agent agentB 2000 -redis-auth "$E2E_DIR/redis-auth"; AGENT_B=$AGENT_ADDR
+    e2e_start_agent agentA 2000 -redis-auth "$REDIS_AUTH"; AGENT_A=$AGENT_ADDR
+    e2e_start_agent agentB 2000 -redis-auth "$REDIS_AUTH"; AGENT_B=$AGENT_ADDR
     e2e_start_nginx A cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_A" "$TIMEOUT"
     e2e_start_nginx B cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_B" "$TIMEOUT"
     both_ways
@@ -395,6 +388,40 @@ case $scenario in
     redis-cli -p "$rport" --scan --pattern 'dc:dc-ticket-key/*' | grep -q . ||
       e2e_die "no ticket key in Redis"
     e2e_log "ok: shared ticket keys agreed through Redis"
+    ;;
+
+  redis_cluster)
+    # A Redis Cluster of 3 masters and 3 replicas (Debian's redis-server,
+    # no persistence, on every node the same ACL user with a password,
+    # allowed only the agent's commands on dc:* and the slot map) behind two
+    # agents, one per nginx: sessions cross both ways, TLS 1.2 and 1.3, and
+    # their keys are spread over the masters by slot. Agent A is given every
+    # node as a seed, agent B one replica only: the masters and their slots
+    # come from the cluster itself.
+    e2e_need_redis
+    e2e_start_redis_cluster 3 1
+    SERVER_ADDR=REDIS-CLUSTER:$REDIS_CLUSTER_SEEDS
+    e2e_start_agent agentA 2000 -redis-auth "$REDIS_AUTH"; AGENT_A=$AGENT_ADDR
+    replica=$(e2e_redis_replicas "$(e2e_redis_masters "${REDIS_CLUSTER_PORTS[0]}" | tail -n 1)" |
+      head -n 1)
+    [ -n "$replica" ] || e2e_die "no replica in the cluster"
+    SERVER_ADDR=REDIS-CLUSTER:127.0.0.1:$replica
+    e2e_start_agent agentB 2000 -redis-auth "$REDIS_AUTH"; AGENT_B=$AGENT_ADDR
+    e2e_start_nginx A cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_A" "$TIMEOUT"
+    e2e_start_nginx B cert "" LD_PRELOAD="$DC_SHIM" DC_CACHE_ADDR="$AGENT_B" "$TIMEOUT"
+    for i in 1 2 3; do both_ways; done
+    total=0 used=0
+    for p in $(e2e_redis_masters "${REDIS_CLUSTER_PORTS[0]}"); do
+      k=$(redis-cli -p "$p" --scan --pattern 'dc:*' | wc -l)
+      e2e_log "master on port $p holds $k keys under dc:"
+      total=$((total + k))
+      ((k > 0)) && used=$((used + 1))
+    done
+    # 12 sessions at least (3 rounds of 4), each stored once: with 3
+    # masters, all of them on one has a chance of 3^-11.
+    ((total >= 12)) || e2e_die "the cluster's masters hold $total keys under dc:, expected at least 12"
+    ((used >= 2)) || e2e_die "the keys are on $used master(s) only, expected them spread"
+    e2e_log "ok: sessions cross through the Redis Cluster ($total keys on $used masters)"
     ;;
 
   pool)

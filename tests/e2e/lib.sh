@@ -19,6 +19,9 @@ E2E_KEEP=${E2E_KEEP:-0}  # 1: keep the directory (for debugging)
 # E2E_NGINX_CONF: the function that writes an nginx configuration for
 #   e2e_start_nginx, called as FN NAME PORT CERT EXTRA (default e2e_nginx_conf).
 
+# The nginx configuration (nginx_tls_conf), shared with bench/.
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/nginx.sh"
+
 e2e_log() { printf '%s\n' "$*" >&2; }
 e2e_die() { e2e_log "FAIL: $*"; exit 1; }
 
@@ -171,28 +174,9 @@ e2e_now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
 # server on 127.0.0.1:PORT with certificate CERT (CERT.pem, CERT.key) and the
 # directives EXTRA in its server block. It answers "hello from NAME".
 e2e_nginx_conf() {
-  local name=$1 port=$2 cert=$3 extra=$4 d=$E2E_DIR/$1
-  mkdir -p "$d"
-  cat >"$d/nginx.conf" <<EOF
-worker_processes 2;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path $d/body;
-  proxy_temp_path $d/proxy;
-  fastcgi_temp_path $d/fastcgi;
-  uwsgi_temp_path $d/uwsgi;
-  scgi_temp_path $d/scgi;
-  server {
-    listen 127.0.0.1:$port ssl;
-    ssl_certificate $E2E_DIR/$cert.pem;
-    ssl_certificate_key $E2E_DIR/$cert.key;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    $extra
-    location / { return 200 "hello from $name\n"; }
-  }
-}
-EOF
+  nginx_tls_conf "$E2E_DIR/$1" "$2" "$E2E_DIR/$3.pem" "$E2E_DIR/$3.key" "hello from $1" \
+    "worker_processes 2;
+events { worker_connections 256; }" "$4"
 }
 
 # e2e_start_nginx NAME CERT EXTRA [VAR=VALUE...]: starts nginx (as the
@@ -375,3 +359,153 @@ e2e_expect_no_resume() {
   [ "$r" = New ] || e2e_die "$5: a session made on $1 was not expected to resume on $3 (got '$r')"
   e2e_log "ok: $5 session made on $1 not resumed on $3 (full handshake)"
 }
+
+# ---- Redis (Debian's redis-server and redis-cli) ----
+# Every Redis started here listens on 127.0.0.1 only, keeps nothing on disk
+# (save "", appendonly no: sessions are secrets), lets the tests' redis-cli
+# in as the default user, and has the ACL user the agents log in as:
+# E2E_REDIS_USER with password E2E_REDIS_PASS, allowed only the commands
+# E2E_REDIS_CMDS on keys dc:* (docs/backends.md's recommended settings).
+E2E_REDIS_USER=dc
+E2E_REDIS_PASS=e2e-pass
+E2E_REDIS_CMDS=${E2E_REDIS_CMDS:-+get +set +del +exists +getdel}
+# What a cluster node adds for the agent: the slot map and ASK redirections.
+E2E_REDIS_CLUSTER_CMDS=${E2E_REDIS_CLUSTER_CMDS:-+cluster|shards +cluster|slots +asking}
+# cluster-node-timeout of e2e_start_redis_cluster's nodes (ms).
+E2E_REDIS_NODE_TIMEOUT=${E2E_REDIS_NODE_TIMEOUT:-2000}
+
+# e2e_need_redis: exits 77 (SKIP) when redis-server or redis-cli is missing.
+e2e_need_redis() {
+  local t
+  for t in redis-server redis-cli; do
+    command -v "$t" >/dev/null || { echo "SKIP: $t is not installed"; exit 77; }
+  done
+}
+
+# e2e_redis_auth: writes the agents' -redis-auth file ("user password",
+# readable by its owner only) and sets REDIS_AUTH to its path.
+e2e_redis_auth() {
+  REDIS_AUTH=$E2E_DIR/redis-auth
+  (umask 077 && echo "$E2E_REDIS_USER $E2E_REDIS_PASS" >"$REDIS_AUTH")
+}
+
+# e2e_redis_conf DIR PORT [LINE...]: writes DIR/redis.conf as said above,
+# for port PORT, with the LINEs (configuration directives) at its end.
+e2e_redis_conf() {
+  local d=$1 port=$2
+  shift 2
+  printf '%s\n' "port $port" "bind 127.0.0.1" 'save ""' "appendonly no" "dir $d" \
+    "user default on nopass ~* &* +@all" \
+    "user $E2E_REDIS_USER on >$E2E_REDIS_PASS ~dc:* -@all $E2E_REDIS_CMDS" "$@" >"$d/redis.conf"
+}
+
+_E2E_REDIS_LINES=()
+_E2E_REDIS_BUS=0
+# e2e_start_listener's start function for e2e_start_redis; a cluster node's
+# bus gets a free port of its own (cluster-port), not PORT + 10000.
+_e2e_redis_run() {
+  local d=$E2E_DIR/$1 bus=()
+  if [ "$_E2E_REDIS_BUS" = 1 ]; then
+    bus=("cluster-port $(e2e_free_listen_port)")
+  fi
+  e2e_redis_conf "$d" "$2" "${_E2E_REDIS_LINES[@]}" "${bus[@]}"
+  redis-server "$d/redis.conf" >>"$d/stderr.log" 2>&1 &
+}
+
+_e2e_redis_pong() { [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ]; }
+
+# e2e_start_redis NAME [LINE...]: a redis-server on a free loopback port,
+# configured by e2e_redis_conf (plus the LINEs), its directory and output
+# in $E2E_DIR/NAME; waits until it answers PING. Sets PORT_<NAME>,
+# PID_<NAME>, and REDIS_AUTH (e2e_redis_auth) when not set yet.
+e2e_start_redis() {
+  local name=$1 portv=PORT_$1
+  shift
+  _E2E_REDIS_LINES=("$@")
+  e2e_start_listener "$name" _e2e_redis_run 100
+  # The port may accept before the server runs (a cluster node binds its
+  # bus after that): PING is answered by the running server only.
+  e2e_wait_for "redis $name to answer" 100 _e2e_redis_pong "${!portv}" ||
+    { cat "$E2E_DIR/$name/stderr.log" >&2; e2e_die "redis $name does not answer"; }
+  [ -n "${REDIS_AUTH:-}" ] || e2e_redis_auth
+}
+
+# e2e_restart_redis NAME: starts NAME's redis-server again (after it was
+# killed) with the same configuration, hence the same port; waits until it
+# answers PING. Sets PID_<NAME>.
+e2e_restart_redis() {
+  local name=$1 portv=PORT_$1 d=$E2E_DIR/$1 pid
+  redis-server "$d/redis.conf" >>"$d/stderr.log" 2>&1 &
+  pid=$!
+  E2E_PIDS+=("$pid")
+  printf -v "PID_$name" '%s' "$pid"
+  e2e_wait_for "redis $name to answer again" 100 _e2e_redis_pong "${!portv}" ||
+    { tail -n 20 "$d/stderr.log" >&2; e2e_die "redis $name did not come back"; }
+}
+
+# e2e_start_redis_cluster MASTERS REPLICAS [LINE...]: a Redis Cluster of
+# MASTERS masters with REPLICAS replicas each: nodes rc1, rc2, ... started by
+# e2e_start_redis (cluster-enabled, cluster-node-timeout
+# $E2E_REDIS_NODE_TIMEOUT, the ACL user also allowed
+# $E2E_REDIS_CLUSTER_CMDS, plus the LINEs), joined by `redis-cli --cluster
+# create`. Returns once every node says cluster_state:ok and knows every
+# other, and every replica's link to its master is up. Sets
+# REDIS_CLUSTER_PORTS (node rcI at index I-1) and REDIS_CLUSTER_SEEDS
+# ("127.0.0.1:P1,127.0.0.1:P2,...", every node).
+e2e_start_redis_cluster() {
+  local masters=$1 replicas=$2 n i p addrs=() cmds=$E2E_REDIS_CMDS
+  shift 2
+  n=$((masters * (1 + replicas)))
+  REDIS_CLUSTER_PORTS=()
+  E2E_REDIS_CMDS="$cmds $E2E_REDIS_CLUSTER_CMDS"
+  _E2E_REDIS_BUS=1
+  for ((i = 1; i <= n; i++)); do
+    e2e_start_redis "rc$i" "cluster-enabled yes" "cluster-config-file nodes.conf" \
+      "cluster-node-timeout $E2E_REDIS_NODE_TIMEOUT" "$@"
+    p=PORT_rc$i
+    REDIS_CLUSTER_PORTS+=("${!p}")
+    addrs+=("127.0.0.1:${!p}")
+  done
+  _E2E_REDIS_BUS=0
+  E2E_REDIS_CMDS=$cmds
+  REDIS_CLUSTER_SEEDS=$(IFS=,; echo "${addrs[*]}")
+  timeout 60 redis-cli --cluster create "${addrs[@]}" --cluster-replicas "$replicas" \
+    --cluster-yes >"$E2E_DIR/cluster-create.log" 2>&1 ||
+    { cat "$E2E_DIR/cluster-create.log" >&2; e2e_die "redis-cli --cluster create failed"; }
+  e2e_wait_for "the Redis Cluster to be ready" 300 _e2e_redis_cluster_ready "$n" || {
+    for p in "${REDIS_CLUSTER_PORTS[@]}"; do redis-cli -p "$p" cluster info | head -n 2 >&2; done
+    e2e_die "the Redis Cluster did not become ready"
+  }
+}
+
+_e2e_redis_cluster_ready() {
+  local n=$1 p info
+  for p in "${REDIS_CLUSTER_PORTS[@]}"; do
+    info=$(redis-cli -p "$p" cluster info 2>/dev/null | tr -d '\r')
+    grep -qx "cluster_state:ok" <<<"$info" && grep -qx "cluster_known_nodes:$n" <<<"$info" ||
+      return 1
+    info=$(redis-cli -p "$p" info replication 2>/dev/null | tr -d '\r')
+    if grep -qx "role:slave" <<<"$info"; then
+      grep -qx "master_link_status:up" <<<"$info" || return 1
+    fi
+  done
+}
+
+# e2e_redis_masters PORT: the ports of the masters that the node on PORT
+# sees as up (not failed), one a line, in slot order.
+e2e_redis_masters() {
+  redis-cli -p "$1" cluster nodes | tr -d '\r' |
+    awk '$3 ~ /master/ && $3 !~ /fail/ && $9 != "" { split($2, a, "[:@,]"); print $9, a[2] }' |
+    sort -n | awk '{ print $2 }'
+}
+
+# e2e_redis_replicas PORT: the ports of the replicas of the master on PORT.
+e2e_redis_replicas() {
+  local id
+  id=$(redis-cli -p "$1" cluster myid | tr -d '\r')
+  redis-cli -p "$1" cluster nodes | tr -d '\r' |
+    awk -v id="$id" '$4 == id { split($2, a, "[:@,]"); print a[2] }'
+}
+
+# e2e_redis_keys PORT: how many keys the node on PORT holds.
+e2e_redis_keys() { redis-cli -p "$1" dbsize | tr -d '\r'; }

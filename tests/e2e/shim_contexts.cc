@@ -11,7 +11,9 @@
 //   - SSL_OP_NO_TICKET (the stateful ticket policy) is set on server
 //     connections only: never on a client connection, whatever made it a
 //     client (SSL_set_connect_state, SSL_connect), and the application's
-//     own SSL_OP_NO_TICKET is never taken away.
+//     own SSL_OP_NO_TICKET is never taken away;
+//   - SSL_clear_options keeps SSL_OP_NO_TICKET on attached server
+//     connections and clears everything else as asked.
 // Exit 0 when every check passed, 1 otherwise.
 #include <dlfcn.h>
 #include <openssl/err.h>
@@ -19,16 +21,9 @@
 
 #include <cstdio>
 
-namespace {
+#include "check.h"
 
-int g_failures = 0;
-#define CHECK(cond)                                                                 \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++g_failures;                                                                 \
-    }                                                                               \
-  } while (0)
+namespace {
 
 int app_new(SSL*, SSL_SESSION*) {
   return 0;
@@ -91,8 +86,22 @@ void check_method(const char* name, const SSL_METHOD* m, bool attached, bool ser
     s = SSL_new(ctx);
     SSL_set_accept_state(s);
     CHECK(no_ticket(s) == attached);
+    // The application clearing options: SSL_OP_NO_TICKET stays on an
+    // attached server connection (stateful), other options clear as asked.
+    SSL_set_options(s, SSL_OP_CIPHER_SERVER_PREFERENCE);
+    uint64_t left = SSL_clear_options(s, SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    CHECK(left == SSL_get_options(s));
+    CHECK(no_ticket(s) == attached);
+    CHECK((SSL_get_options(s) & SSL_OP_CIPHER_SERVER_PREFERENCE) == 0);
     SSL_free(s);
   }
+  // ... and a client connection's SSL_OP_NO_TICKET clears.
+  s = SSL_new(ctx);
+  SSL_set_connect_state(s);
+  SSL_set_options(s, SSL_OP_NO_TICKET);
+  SSL_clear_options(s, SSL_OP_NO_TICKET);
+  CHECK(!no_ticket(s));
+  SSL_free(s);
   // The application's own SSL_OP_NO_TICKET stays on its client connections.
   SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
   s = SSL_new(ctx);
@@ -125,10 +134,5 @@ int main() {
   check_method("TLS_client_method", TLS_client_method(), false, false);
   check_method("TLS_method", TLS_method(), true, true);
   check_method("TLS_server_method", TLS_server_method(), true, true);
-  if (g_failures) {
-    std::fprintf(stderr, "%d check(s) failed\n", g_failures);
-    return 1;
-  }
-  std::printf("all checks passed\n");
-  return 0;
+  return dc::test::check_exit_status();
 }

@@ -39,18 +39,11 @@
 #include <thread>
 #include <vector>
 
+#include "check.h"
+
 extern char** environ;
 
 namespace {
-
-int g_failures = 0;
-#define CHECK(cond)                                                                 \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++g_failures;                                                                 \
-    }                                                                               \
-  } while (0)
 
 template <auto Fn>
 struct Deleter {
@@ -356,7 +349,7 @@ int main(int argc, char** argv) {
     if (child == 0) {
       bool ok = crosses(client.get(), s1.get(), s2.get(), TLS1_3_VERSION) &&
                 crosses(client.get(), s2.get(), s1.get(), TLS1_2_VERSION);
-      _exit(ok && g_failures == 0 ? 0 : 1);
+      _exit(ok && dc::test::check_failures() == 0 ? 0 : 1);
     }
     int status = 0;
     CHECK(child > 0 && waitpid(child, &status, 0) == child);
@@ -811,10 +804,5 @@ int main(int argc, char** argv) {
   waitpid(server, nullptr, 0);
   unlink(sock.c_str());
   rmdir(dir);
-  if (g_failures) {
-    std::fprintf(stderr, "%d check(s) failed\n", g_failures);
-    return 1;
-  }
-  std::printf("all checks passed\n");
-  return 0;
+  return dc::test::check_exit_status();
 }

@@ -6,13 +6,22 @@
 // backend closes the connection then); what map_reply accepts is what a
 // dc_server could have answered: a 1-byte status of the operation, or a
 // GET's session of kMinRetrievableData..kMaxSessionData bytes.
+// The Cluster backend's parsers (redis_cluster.h) get every reply too: as a
+// CLUSTER SHARDS reply (with and without TLS) and a CLUSTER SLOTS reply,
+// whose accepted ranges must be within 0..16383 with a host and a port; an
+// error reply as a MOVED or ASK; a string as a key, whose slot must be below
+// 16384 and, for "{tag}", the tag's own.
 #include <hiredis/hiredis.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "agent/redis_backend.h"
+#include "agent/redis_cluster.h"
 
 namespace {
 
@@ -28,14 +37,47 @@ void check(dc::proto::Op op, const redisReply* r) {
     }
     return;
   }
-  bool ok = op == dc::proto::Op::add
-                ? status == uint8_t(dc::proto::AddStatus::ok) ||
-                      status == uint8_t(dc::proto::AddStatus::matching_session)
-                : status == uint8_t(dc::proto::Status::ok) ||
-                      status == uint8_t(dc::proto::Status::notok);
+  bool ok = op == dc::proto::Op::add ? status == uint8_t(dc::proto::AddStatus::ok) ||
+                                           status == uint8_t(dc::proto::AddStatus::matching_session)
+                                     : status == uint8_t(dc::proto::Status::ok) ||
+                                           status == uint8_t(dc::proto::Status::notok);
   if (!ok) {
     std::fprintf(stderr, "map_reply gave status %u for op %d\n", status, int(op));
     std::abort();
+  }
+}
+
+[[noreturn]] void die(const char* what) {
+  std::fprintf(stderr, "%s\n", what);
+  std::abort();
+}
+
+void check_ranges(const std::vector<dc::agent::SlotRange>& ranges) {
+  for (const dc::agent::SlotRange& r : ranges)
+    if (r.first > r.last || r.last >= dc::agent::kClusterSlots || r.host.empty() || r.port == 0)
+      die("a slot range out of bounds was accepted");
+}
+
+void check_cluster(const redisReply* r) {
+  std::vector<dc::agent::SlotRange> ranges;
+  std::string err;
+  for (bool tls : {false, true})
+    if (dc::agent::parse_cluster_shards(r, tls, ranges, err)) check_ranges(ranges);
+  if (dc::agent::parse_cluster_slots(r, ranges, err)) check_ranges(ranges);
+  if (r->type == REDIS_REPLY_ERROR) {
+    dc::agent::Redirect d;
+    if (dc::agent::parse_redirect(std::string_view(r->str, r->len), d) &&
+        (d.slot >= dc::agent::kClusterSlots || d.port == 0))
+      die("a redirect out of bounds was accepted");
+  }
+  if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) {
+    std::string_view key(r->str, r->len);
+    uint16_t slot = dc::agent::key_slot(key);
+    if (slot >= dc::agent::kClusterSlots) die("a slot out of range");
+    std::string tagged = "x{" + std::string(key) + "}y";
+    if (!key.empty() && key.find('}') == std::string_view::npos &&
+        dc::agent::key_slot(tagged) != dc::agent::key_slot(key))
+      die("a hash tag's slot is not the tag's");
   }
 }
 
@@ -47,24 +89,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   uint8_t ops = data[1];
   const char* in = reinterpret_cast<const char*>(data + 2);
   size_t n = size - 2;
-  redisReader* reader = redisReaderCreate();
+  // The agent's own reader (redis_link.h), with its bounds.
+  dc::agent::ReplyReader reader;
   size_t chunks[2] = {std::min(split, n), n - std::min(split, n)};
   size_t at = 0, replies = 0;
+  std::string err;
   for (size_t c : chunks) {
-    if (redisReaderFeed(reader, in + at, c) != REDIS_OK) break;
+    if (!reader.feed(reinterpret_cast<const uint8_t*>(in + at), c, err)) break;
     at += c;
     for (;;) {
-      void* reply = nullptr;
-      if (redisReaderGetReply(reader, &reply) != REDIS_OK) {
-        redisReaderFree(reader);
-        return 0;  // the backend closes the connection here
-      }
+      redisReply* reply = nullptr;
+      if (!reader.next(reply, err)) return 0;  // the link closes the connection here
       if (reply == nullptr) break;
       auto op = dc::proto::Op((ops >> (2 * (replies++ % 4))) & 3);
-      check(op, static_cast<redisReply*>(reply));
+      check(op, reply);
+      check_cluster(reply);
       freeReplyObject(reply);
     }
   }
-  redisReaderFree(reader);
   return 0;
 }

@@ -1,6 +1,6 @@
 // Unit tests of the OpenSSL glue's pure parts: the lifetime a session is
 // given in the cache, in milliseconds, at the boundaries of the protocol's
-// range (lib/ssl.cc through ssl_attach.h); sealed entries and keyrings
+// range (lib/ssl.cc through ssl_internal.h); sealed entries and keyrings
 // (lib/seal.h): round trips, every byte tampered, another id, key, context
 // or expiry, entries in the clear, rotation, and each keyring error.
 #include <openssl/ssl.h>
@@ -16,7 +16,7 @@
 
 #include "proto.h"
 #include "seal.h"
-#include "ssl_attach.h"
+#include "ssl_internal.h"
 
 // Last: cmocka defines macros (fail...) that clash with the standard headers.
 #include "cmocka_cpp.h"

@@ -1,5 +1,5 @@
 // Process chores shared by the daemons: see daemon_util.h.
-#include "ev/daemon_util.h"
+#include "common/daemon_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,9 +14,7 @@
 #include <cstring>
 #include <limits>
 
-#include "ev/listener.h"
-
-namespace dc::ev {
+namespace dc::common {
 
 size_t connection_cap(size_t wanted, long fd_limit) {
   if (fd_limit <= 0) return wanted;
@@ -57,8 +55,7 @@ bool parse_size(const std::string& text, size_t& out) {
   }
   if (mult != 1) digits.pop_back();
   uint64_t v = 0;
-  if (!common::parse_decimal(digits, 0, std::numeric_limits<uint64_t>::max() / mult, v))
-    return false;
+  if (!parse_decimal(digits, 0, std::numeric_limits<uint64_t>::max() / mult, v)) return false;
   if (v * mult > std::numeric_limits<size_t>::max()) return false;
   out = size_t(v * mult);
   return true;
@@ -103,6 +100,39 @@ bool write_file_atomic(const std::string& path, const std::string& text) {
   return true;
 }
 
+bool check_unix_listen_path(const Address& a, const ListenOptions& opt, std::string& err) {
+  if (a.kind != Address::Kind::unix_path) return true;
+  const std::string& path = a.path;
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  struct stat st;
+  // stat, not lstat: what matters is the directory a symlink leads to.
+  if (stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & S_IWOTH) &&
+      !(st.st_mode & S_ISVTX)) {
+    err = "cannot listen on " + a.to_string() + ": its directory " + dir +
+          " is writable by every user and not sticky, so anyone could put their own socket "
+          "in its place: use a directory only this user can write (e.g. /run/distcache) or make "
+          "it sticky (chmod +t " +
+          dir + ")";
+    return false;
+  }
+  if (lstat(path.c_str(), &st) != 0) return true;  // nothing there yet
+  if (!S_ISSOCK(st.st_mode)) {
+    err = "cannot listen on " + a.to_string() + ": " + path +
+          " exists and is not a socket: remove it, or pick another path with -listen";
+    return false;
+  }
+  uid_t owner = geteuid();
+  passwd* pw = opt.owner.empty() ? nullptr : getpwnam(opt.owner.c_str());
+  if (st.st_uid != owner && !(pw && st.st_uid == pw->pw_uid)) {
+    err = "cannot listen on " + a.to_string() + ": " + path + " is a socket of another user (uid " +
+          std::to_string(st.st_uid) +
+          "): remove it if it is stale, or pick another path with -listen";
+    return false;
+  }
+  return true;
+}
+
 bool make_socket_dir(const std::string& dir, std::string& err) {
   if (mkdir(dir.c_str(), 0755) == 0) {
     chmod(dir.c_str(), 0755);  // whatever the umask
@@ -136,10 +166,6 @@ bool drop_privileges(const std::string& user, std::string& err) {
   return true;
 }
 
-}  // namespace dc::ev
-
-namespace dc::ev {
-
 const char* process_usage() {
   return "  -daemon             detach and run in the background\n"
          "  -pidfile PATH       write the process id to PATH (removed at exit)\n"
@@ -172,7 +198,7 @@ FlagParse FlagReader::stats_flag(StatsOptions& o) {
   } else if (flag_ == "-stats-interval") {
     if (!value(v)) return FlagParse::error;
     uint64_t n = 0;
-    if (!common::parse_decimal(v, 10, 86400000, n)) {
+    if (!parse_decimal(v, 10, 86400000, n)) {
       err_ = "-stats-interval: \"" + v + "\" is not a number of milliseconds from 10 to 86400000";
       return FlagParse::error;
     }
@@ -294,4 +320,4 @@ bool start_daemon(const char* name, const std::vector<Address>& listen, const Pr
   return true;
 }
 
-}  // namespace dc::ev
+}  // namespace dc::common

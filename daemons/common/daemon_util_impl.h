@@ -4,7 +4,7 @@
 #include <grp.h>
 #include <pwd.h>
 
-namespace dc::ev {
+namespace dc::common {
 
 template <typename ValueFn>
 FlagParse parse_process_flag(const std::string& flag, ValueFn&& value, ProcessOptions& o,
@@ -43,4 +43,4 @@ FlagParse parse_process_flag(const std::string& flag, ValueFn&& value, ProcessOp
   return FlagParse::ok;
 }
 
-}  // namespace dc::ev
+}  // namespace dc::common

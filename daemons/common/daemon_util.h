@@ -1,8 +1,10 @@
 // Process chores every daemon of this project does the same way, kept apart
 // from any one daemon so that none copies another: reading the command line
 // (strict number parsing, the flags they share), making paths absolute before
-// -daemon changes directory, writing a pidfile atomically, detaching, and
-// dropping privileges. Nothing here knows the protocol or the event loop.
+// -daemon changes directory, writing a pidfile atomically, detaching,
+// dropping privileges, and checking where a UNIX socket may be made. Nothing
+// here knows the protocol or the event loop (dc_ev depends on this, not the
+// other way round).
 #pragma once
 
 #include <cstddef>
@@ -12,18 +14,13 @@
 #include <vector>
 
 #include "addr.h"
-#include "common/parse.h"
-#include "ev/stats.h"
+#include "decimal.h"
 #include "net.h"
 
-namespace dc::ev {
+namespace dc::common {
 
-// Decimal numbers: common::parse_decimal. parse_uint(text, max, out) is
-// parse_decimal(text, 0, max, out), kept only for daemons/agent/options.cc
-// (being changed elsewhere at the time of writing); use parse_decimal.
-inline bool parse_uint(const std::string& text, uint64_t max, uint64_t& out) {
-  return common::parse_decimal(text, 0, max, out);
-}
+// Whole numbers: dc::parse_decimal (lib/decimal.h, included here for the
+// daemons' flags), the project's one decimal parser.
 
 // Parses a size with an optional K, M or G suffix (powers of 1024, case
 // insensitive). Returns false on junk or overflow.
@@ -37,9 +34,8 @@ bool parse_mode(const std::string& text, int& out);
 std::string absolute_path(const std::string& path);
 
 // Replaces `path` with `text` through a temporary file made with mkstemp(3)
-// in the same directory and rename(2), so a
-// reader never sees half a file. False (nothing left behind) on failure;
-// errno tells why.
+// in the same directory and rename(2), so a reader never sees half a file.
+// False (nothing left behind) on failure; errno tells why.
 bool write_file_atomic(const std::string& path, const std::string& text);
 
 // Makes directory `dir` (mode 0755, one level) unless it exists. False with
@@ -80,6 +76,10 @@ struct ProcessOptions {
 
 // The usage lines of those flags and of -version (each ends with a newline).
 const char* process_usage();
+
+// What a -stats file holds: the statistics line, or the Prometheus text
+// (for node_exporter's textfile collector).
+enum class StatsFormat : uint8_t { line, prom };
 
 // The statistics flags that dc_server and dc_client share.
 struct StatsOptions {
@@ -147,6 +147,16 @@ class FlagReader {
   std::string& err_;
 };
 
+// Refuses a UNIX socket path where another local user could stand in for
+// us (and receive every client's requests): a directory writable by every
+// user that is not sticky (anyone could remove our socket and bind their
+// own; /tmp is sticky), or a file already at the path that is not a socket
+// owned by us or by opt.owner (-sockowner). A stale socket of ours is left
+// for listen_on to replace. True when the path is fine (or does not concern
+// UNIX sockets); else false with `err` one line naming the path and what to
+// do. A missing directory is left for bind() to report.
+bool check_unix_listen_path(const Address& a, const ListenOptions& opt, std::string& err);
+
 // A listening socket opened before detaching; UNIX paths made absolute so
 // they can be removed after -daemon's chdir("/").
 struct OpenedListener {
@@ -164,6 +174,6 @@ struct OpenedListener {
 bool start_daemon(const char* name, const std::vector<Address>& listen, const ProcessOptions& p,
                   std::vector<OpenedListener>& out, std::string& pidfile);
 
-}  // namespace dc::ev
+}  // namespace dc::common
 
-#include "ev/daemon_util_impl.h"
+#include "common/daemon_util_impl.h"
