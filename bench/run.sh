@@ -299,6 +299,7 @@ if want g && [ $have_server -eq 1 ] && [ $have_agent -eq 1 ]; then
         for i in 1 2 3 4 5 6; do
           cp=$(free_port "$cp")
           while (exec 3<>"/dev/tcp/127.0.0.1/$((cp + 10000))") 2>/dev/null; do cp=$(free_port $((cp + 1))); done
+          rm -rf "$work/cluster_g$i"  # a later round starts from an empty node
           mkdir -p "$work/cluster_g$i"
           start "$CPU_SERVER" "cluster_g$i" redis-server --port "$cp" --bind 127.0.0.1 --save "" \
             --appendonly no --daemonize no --cluster-enabled yes --dir "$work/cluster_g$i" \
@@ -307,7 +308,8 @@ if want g && [ $have_server -eq 1 ] && [ $have_agent -eq 1 ]; then
         done
         for c in "${cports[@]}"; do wait_port "${c##*:}"; done
         redis-cli --cluster create "${cports[@]}" --cluster-replicas 1 --cluster-yes \
-          >"$work/cluster_g_create.log" 2>&1 || die "redis-cli --cluster create failed (logs in $work)"
+          >"$work/cluster_g_create.log" 2>&1 ||
+          { tail -n 5 "$work/cluster_g_create.log" >&2; die "redis-cli --cluster create failed"; }
         for c in "${cports[@]}"; do
           for _ in $(seq 100); do
             redis-cli -p "${c##*:}" cluster info | grep -q cluster_state:ok && break; sleep 0.1
