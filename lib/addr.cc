@@ -1,6 +1,8 @@
 // Address parsing: see addr.h.
 #include "addr.h"
 
+#include <arpa/inet.h>
+
 #include <cctype>
 
 #include "decimal.h"
@@ -107,6 +109,11 @@ bool parse_address(std::string_view text, Address& out, std::string& err) {
   if (const char* why = parse_port(port_text, a.port)) return reject(why);
   out = std::move(a);
   return true;
+}
+
+bool is_ip_literal(const std::string& host) {
+  in6_addr a;
+  return inet_pton(AF_INET, host.c_str(), &a) == 1 || inet_pton(AF_INET6, host.c_str(), &a) == 1;
 }
 
 }  // namespace dc

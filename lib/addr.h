@@ -29,4 +29,7 @@ struct Address {
 // false and sets `err` to one line naming the address and what is wrong.
 bool parse_address(std::string_view text, Address& out, std::string& err);
 
+// True when `host` is an IPv4 or IPv6 literal (no brackets), not a name.
+bool is_ip_literal(const std::string& host);
+
 }  // namespace dc

@@ -17,6 +17,10 @@ namespace {
 constexpr uint64_t kMaxMs = 86400000;  // one day: more is surely a typo
 constexpr size_t kMinOut = 4096;
 constexpr size_t kMinConnMemory = 1024 * 1024;  // a few clients' worth of output
+// Redis nodes are connected to from the agent's loop, which never waits on
+// a name lookup (and a cluster names its nodes by address anyway).
+constexpr const char* kRedisNeedsIp =
+    " names a host, not an IP address: give Redis's address (e.g. from getent hosts NAME)";
 }  // namespace
 
 std::string usage() {
@@ -30,7 +34,7 @@ std::string usage() {
          "                      hashing (docs/backends.md), to the next in hash order\n"
          "                      while that one is down\n"
          "  -connect ADDR       the same as -server\n"
-         "  -server REDIS:HOST:PORT  use a Redis server (6.2 or newer) instead of dc_server:\n"
+         "  -server REDIS:IP:PORT  use a Redis server (6.2 or newer) instead of dc_server:\n"
          "                      ADD is SET key value PX ttl NX, GET, DEL, EXISTS\n"
          "                      (docs/backends.md)\n"
          "  -redis-auth FILE    AUTH with the first line of FILE: \"password\" or \"user\n"
@@ -38,7 +42,7 @@ std::string usage() {
          "  -redis-prefix STR   put STR before each session id to make the key (default dc:)\n"
          "  -redis-db N         SELECT database N after connecting (default 0; not with\n"
          "                      REDIS-CLUSTER:)\n"
-         "  -server REDIS-CLUSTER:HOST:PORT[,HOST:PORT...]  use a Redis Cluster (7.0 or\n"
+         "  -server REDIS-CLUSTER:IP:PORT[,IP:PORT...]  use a Redis Cluster (7.0 or\n"
          "                      newer; older ones through CLUSTER SLOTS): the seed nodes to\n"
          "                      ask for the slot map; one connection to each master; MOVED\n"
          "                      and ASK are followed once; the map is asked again every\n"
@@ -151,6 +155,10 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
                 (why.empty() ? "" : ": " + why);
           return false;
         }
+        if (!is_ip_literal(a.host)) {
+          err = flag + ": \"" + seed + "\" in " + v + kRedisNeedsIp;
+          return false;
+        }
         o.redis_seeds.push_back(a);
         at = comma + 1;
       }
@@ -165,6 +173,10 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err) {
       Address a;
       if (!parse_address("IP:" + v.substr(6), a, why) || a.host.empty()) {
         err = flag + ": \"" + v + "\" is not REDIS:host:port" + (why.empty() ? "" : ": " + why);
+        return false;
+      }
+      if (!is_ip_literal(a.host)) {
+        err = flag + ": \"" + v + "\"" + kRedisNeedsIp;
         return false;
       }
       if (o.have_server) {

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdio>
 #include <cstring>
+#include <set>
 
 #include "agent/agent.h"
 #include "agent/redis_backend.h"
@@ -31,11 +32,6 @@ std::string_view text_of(const redisReply* r) {
   if (r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS))
     return std::string_view(r->str, r->len);
   return {};
-}
-
-bool is_ip(const std::string& host) {
-  in6_addr a;
-  return inet_pton(AF_INET, host.c_str(), &a) == 1 || inet_pton(AF_INET6, host.c_str(), &a) == 1;
 }
 
 std::string node_name(const std::string& host, uint16_t port) {
@@ -74,8 +70,8 @@ uint16_t key_slot(std::string_view key) {
   return uint16_t(crc16_xmodem(key) % kClusterSlots);
 }
 
-bool parse_cluster_shards(const redisReply* r, bool tls, std::vector<SlotRange>& out,
-                          std::string& err) {
+bool parse_cluster_shards(const redisReply* r, bool tls, const std::string& asked,
+                          std::vector<SlotRange>& out, std::string& err) {
   out.clear();
   if (r->type != REDIS_REPLY_ARRAY) {
     err = "CLUSTER SHARDS: not an array";
@@ -122,10 +118,11 @@ bool parse_cluster_shards(const redisReply* r, bool tls, std::vector<SlotRange>&
         if (k == "tls-port" && v->type == REDIS_REPLY_INTEGER) secure = v->integer;
       }
       long long p = tls ? (secure > 0 ? secure : plain) : (plain > 0 ? plain : secure);
-      if (role != "master" || ip.empty() || ip == "?" || p <= 0 || p > 65535) continue;
+      std::string at = ip.empty() ? asked : std::string(ip);
+      if (role != "master" || !is_ip_literal(at) || p <= 0 || p > 65535) continue;
       bool on = health == "online";
       if (!host.empty() && (online || !on)) continue;  // keep the first online one
-      host = std::string(ip);
+      host = at;
       port = uint16_t(p);
       online = on;
     }
@@ -144,7 +141,8 @@ bool parse_cluster_shards(const redisReply* r, bool tls, std::vector<SlotRange>&
   return true;
 }
 
-bool parse_cluster_slots(const redisReply* r, std::vector<SlotRange>& out, std::string& err) {
+bool parse_cluster_slots(const redisReply* r, const std::string& asked,
+                         std::vector<SlotRange>& out, std::string& err) {
   out.clear();
   if (r->type != REDIS_REPLY_ARRAY) {
     err = "CLUSTER SLOTS: not an array";
@@ -170,8 +168,9 @@ bool parse_cluster_slots(const redisReply* r, std::vector<SlotRange>& out, std::
       return false;
     }
     long long port = m->element[1]->integer;
-    if (ip.empty() || ip == "?" || port <= 0 || port > 65535) continue;  // endpoint unknown
-    out.push_back({uint16_t(a), uint16_t(b), std::string(ip), uint16_t(port)});
+    std::string at = ip.empty() ? asked : std::string(ip);  // nil or "": the node asked
+    if (!is_ip_literal(at) || port <= 0 || port > 65535) continue;  // endpoint unknown ("?")
+    out.push_back({uint16_t(a), uint16_t(b), at, uint16_t(port)});
   }
   return true;
 }
@@ -262,8 +261,15 @@ bool RedisCluster::on_error(RedisLink& l, RedisLink::Request& r, std::string_vie
   Redirect d;
   if (!parse_redirect(error, d)) return false;          // TRYAGAIN, CLUSTERDOWN, ...: refused
   if (d.host.empty()) d.host = l.settings().addr.host;  // "the node that answered"
-  if (r.redirects >= 1 || !is_ip(d.host)) return false;
+  if (r.redirects >= 1 || !is_ip_literal(d.host)) return false;
+  bool fresh = !nodes_.count(node_name(d.host, d.port));
+  if (fresh) {
+    size_t extras = 0;
+    for (const auto& [name, x] : nodes_) extras += x->redirected;
+    if (extras >= kMaxRedirectNodes) return false;  // a node sending us everywhere
+  }
   Node& n = node(d.host, d.port);
+  if (fresh) n.redirected = true;
   if (d.ask) {
     ++asks_;
   } else {
@@ -341,11 +347,16 @@ void RedisCluster::on_query(RedisLink& l, const redisReply* r) {
       return;
     }
     err = std::string(use_slots_ ? "CLUSTER SLOTS" : "CLUSTER SHARDS") +
-          " refused: " + std::string(e) +
+          " refused: " + for_log(e) +
           " (the -redis-auth user needs +cluster|shards +cluster|slots)";
   } else {
-    ok = use_slots_ ? parse_cluster_slots(r, ranges, err)
-                    : parse_cluster_shards(r, cfg_.tls != nullptr, ranges, err);
+    const std::string& asked = l.settings().addr.host;
+    ok = use_slots_ ? parse_cluster_slots(r, asked, ranges, err)
+                    : parse_cluster_shards(r, cfg_.tls != nullptr, asked, ranges, err);
+    if (ok && !apply(ranges)) {
+      ok = false;
+      err = "it names more than " + std::to_string(kMaxMasters) + " masters";
+    }
   }
   if (!ok) {
     int64_t now = loop_.now_ms();
@@ -357,13 +368,15 @@ void RedisCluster::on_query(RedisLink& l, const redisReply* r) {
     refresh_.start(kRefreshSoonMs);
     return;
   }
-  apply(ranges);
   schedule_next();
 }
 
-void RedisCluster::apply(const std::vector<SlotRange>& ranges) {
+bool RedisCluster::apply(const std::vector<SlotRange>& ranges) {
+  std::set<std::pair<std::string, uint16_t>> named;
+  for (const SlotRange& s : ranges)
+    if (named.emplace(s.host, s.port).second && named.size() > kMaxMasters) return false;
   std::vector<Node*> fresh(kClusterSlots, nullptr);
-  for (auto& [name, n] : nodes_) n->master = false;
+  for (auto& [name, n] : nodes_) n->master = n->redirected = false;
   for (const SlotRange& s : ranges) {
     Node& n = node(s.host, s.port);
     n.master = true;
@@ -402,6 +415,7 @@ void RedisCluster::apply(const std::vector<SlotRange>& ranges) {
                  masters, masters == 1 ? "" : "s", said.c_str());
     map_said_ = said;
   }
+  return true;
 }
 
 void RedisCluster::reap() {

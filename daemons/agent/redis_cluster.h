@@ -63,11 +63,15 @@ struct SlotRange {
 // (role master, preferably health online; its "ip" and, with `tls`, its
 // "tls-port" when there is one, else its "port"). Shards without slots or
 // without a usable master are left out. False with `err` when the reply is
-// not the command's.
-bool parse_cluster_shards(const redisReply* r, bool tls, std::vector<SlotRange>& out,
-                          std::string& err);
-// The same for a CLUSTER SLOTS reply (the master is each entry's first node).
-bool parse_cluster_slots(const redisReply* r, std::vector<SlotRange>& out, std::string& err);
+// not the command's. An empty ip (a node that does not know its own
+// address: a cluster of one) means `asked`, the node that answered, as
+// Redis documents; a master named by anything but an IP address is left out.
+bool parse_cluster_shards(const redisReply* r, bool tls, const std::string& asked,
+                          std::vector<SlotRange>& out, std::string& err);
+// The same for a CLUSTER SLOTS reply (the master is each entry's first node;
+// an empty or nil ip: `asked`).
+bool parse_cluster_slots(const redisReply* r, const std::string& asked,
+                         std::vector<SlotRange>& out, std::string& err);
 
 // A MOVED or ASK error: "MOVED 3999 127.0.0.1:6381" (an empty host means
 // the node that answered).
@@ -83,6 +87,13 @@ class RedisCluster final : public Backend, private RedisLink::Owner {
  public:
   static constexpr int64_t kRefreshEveryMs = 15000;
   static constexpr int64_t kRefreshSoonMs = 1000;
+  // Nodes (each a connection) a redirection may add beyond those of the
+  // slot map and the seeds: MOVED and ASK to yet another address are
+  // answered DISCONNECTED past it, until the next map drops the extras.
+  static constexpr size_t kMaxRedirectNodes = 16;
+  // Masters a slot map may name (Redis Cluster's own advice is at most
+  // 1,000 nodes); a map naming more is refused, the old one kept.
+  static constexpr size_t kMaxMasters = 1024;
 
   RedisCluster(ev::Loop& loop, BackendHost& host, const AgentConfig& cfg, RedisConfig rc);
   ~RedisCluster() override;
@@ -103,6 +114,7 @@ class RedisCluster final : public Backend, private RedisLink::Owner {
     std::unique_ptr<RedisLink> link;
     bool seed = false;
     bool master = false;  // in the slot map (or named by a MOVED since)
+    bool redirected = false;  // made for a MOVED or ASK, not named by a map since
   };
 
   // RedisLink::Owner
@@ -118,7 +130,8 @@ class RedisCluster final : public Backend, private RedisLink::Owner {
   void want_refresh();
   void refresh();
   void schedule_next();
-  void apply(const std::vector<SlotRange>& ranges);
+  // False (nothing changed) when the map names more than kMaxMasters masters.
+  bool apply(const std::vector<SlotRange>& ranges);
   void reap();
 
   ev::Loop& loop_;

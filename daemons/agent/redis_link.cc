@@ -18,18 +18,37 @@ namespace {
 // Formatted commands queued but not yet written, beyond which requests are
 // answered DISCONNECTED (backlog) instead of queued.
 constexpr size_t kOutMax = 4 * 1024 * 1024;
+// out_'s memory kept once it is empty again; what is above is given back.
+constexpr size_t kOutKeep = 1024 * 1024;
 constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
 
 bool starts_with(std::string_view s, std::string_view p) {
   return s.substr(0, p.size()) == p;
 }
 
-// hiredis's own reply object functions, with an aggregate's size bounded.
-void* (*g_hiredis_create_array)(const redisReadTask*, int) = nullptr;
+// hiredis's own reply object functions, wrapped to count what one reply
+// makes (the reader's privdata is its ReplyReader's counter) and to bound an
+// aggregate's announced size.
+redisReplyObjectFunctions g_hiredis{};
 
-void* create_bounded_array(const redisReadTask* t, int n) {
+bool count_one(const redisReadTask* t) {
+  auto* made = static_cast<size_t*>(t->privdata);
+  return made == nullptr || ++*made <= size_t(ReplyReader::kMaxReplyElements);
+}
+
+void* bounded_string(const redisReadTask* t, char* str, size_t len) {
+  return count_one(t) ? g_hiredis.createString(t, str, len) : nullptr;
+}
+void* bounded_array(const redisReadTask* t, int n) {
   // nullptr: hiredis stops with REDIS_ERR_OOM, which next() explains.
-  return n > ReplyReader::kMaxReplyElements ? nullptr : g_hiredis_create_array(t, n);
+  return n <= ReplyReader::kMaxReplyElements && count_one(t) ? g_hiredis.createArray(t, n)
+                                                            : nullptr;
+}
+void* bounded_integer(const redisReadTask* t, long long v) {
+  return count_one(t) ? g_hiredis.createInteger(t, v) : nullptr;
+}
+void* bounded_nil(const redisReadTask* t) {
+  return count_one(t) ? g_hiredis.createNil(t) : nullptr;
 }
 
 redisReplyObjectFunctions* bounded_functions() {
@@ -37,10 +56,13 @@ redisReplyObjectFunctions* bounded_functions() {
     static redisReplyObjectFunctions f{};
     redisReader* plain = redisReaderCreate();
     if (plain == nullptr) abort();  // out of memory at start-up
-    f = *plain->fn;
+    g_hiredis = *plain->fn;
     redisReaderFree(plain);
-    g_hiredis_create_array = f.createArray;
-    f.createArray = create_bounded_array;
+    f = g_hiredis;
+    f.createString = bounded_string;
+    f.createArray = bounded_array;
+    f.createInteger = bounded_integer;
+    f.createNil = bounded_nil;
     return &f;
   }();
   return fns;
@@ -48,8 +70,26 @@ redisReplyObjectFunctions* bounded_functions() {
 
 }  // namespace
 
+std::string for_log(std::string_view text) {
+  constexpr size_t kMax = 200;
+  std::string out;
+  for (size_t i = 0; i < text.size() && out.size() < kMax; ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f) {
+      out += char(c);
+    } else {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    }
+  }
+  if (out.size() >= kMax) out += "...";
+  return out;
+}
+
 ReplyReader::ReplyReader() : r_(redisReaderCreateWithFunctions(bounded_functions())) {
   if (r_ == nullptr) throw std::bad_alloc();
+  r_->privdata = &made_;
 }
 
 ReplyReader::~ReplyReader() {
@@ -69,7 +109,7 @@ bool ReplyReader::next(redisReply*& out, std::string& err) {
   void* reply = nullptr;
   if (redisReaderGetReply(r_, &reply) != REDIS_OK) {
     err = r_->err == REDIS_ERR_OOM
-              ? "a reply with more than " + std::to_string(kMaxReplyElements) +
+              ? "a reply of more than " + std::to_string(kMaxReplyElements) +
                     " elements (or out of memory)"
               : std::string("corrupt reply: ") + r_->errstr;
     return false;
@@ -77,6 +117,7 @@ bool ReplyReader::next(redisReply*& out, std::string& err) {
   out = static_cast<redisReply*>(reply);
   if (out != nullptr) {
     since_reply_ = r_->len - r_->pos;  // what is left belongs to the next ones
+    made_ = 0;
   } else if (since_reply_ > kMaxReplyBytes) {
     err = "a reply larger than " + std::to_string(kMaxReplyBytes >> 20) + " MiB";
     return false;
@@ -146,7 +187,9 @@ RedisCommand request_command(const proto::Message& m, std::string_view key, int&
         const char* argv[] = {"PING"};
         return RedisCommand(1, argv);
       }
-      std::string ttl = std::to_string(req.timeout_ms);
+      // A lifetime of 0 ms, which dc_server takes as expired on arrival
+      // (OK unless the id is there), is 1 ms here: Redis refuses PX 0.
+      std::string ttl = std::to_string(std::max<uint64_t>(req.timeout_ms, 1));
       const char* argv[] = {"SET", key.data(),  reinterpret_cast<const char*>(req.data.data()),
                             "PX",  ttl.c_str(), "NX"};
       size_t lens[] = {3, key.size(), req.data.size(), 2, ttl.size(), 2};
@@ -401,10 +444,10 @@ void RedisLink::write_some() {
         out_off_ += s.n;
         continue;
       case ev::IoResult::want_write:
-        return;
+        return compact_out();
       case ev::IoResult::want_read:
         write_wants_read_ = true;
-        return;
+        return compact_out();
       case ev::IoResult::closed:
         return lost("Redis closed the connection");
       case ev::IoResult::error:
@@ -413,6 +456,18 @@ void RedisLink::write_some() {
   }
   out_.clear();
   out_off_ = 0;
+  if (out_.capacity() > kOutKeep) std::string().swap(out_);
+}
+
+// Drops what was written from the front of out_ once it is most of it, so
+// that a Redis that never quite catches up (out_ never empty) does not make
+// it grow by every byte ever sent. The transport accepts the unwritten
+// bytes at another address (TLS: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER).
+void RedisLink::compact_out() {
+  if (out_off_ >= kOutKeep / 16 && out_off_ >= out_.size() / 2) {
+    out_.erase(0, out_off_);
+    out_off_ = 0;
+  }
 }
 
 void RedisLink::read_some() {
@@ -458,7 +513,7 @@ void RedisLink::refused(const char* what, const std::string& reply) {
           ? "the cluster is failing over or moving slots; it goes on by itself"
           : "check the user's permissions, -redis-auth, and that Redis is 6.2 or newer";
   std::fprintf(stderr, "dc_client: %s refused %s: %s (answered DISCONNECTED; %s)\n",
-               s_.what.c_str(), what, reply.c_str(), hint);
+               s_.what.c_str(), what, for_log(reply).c_str(), hint);
 }
 
 void RedisLink::on_reply(redisReply* r) {
@@ -482,7 +537,7 @@ void RedisLink::on_reply(redisReply* r) {
           std::fprintf(stderr,
                        "dc_client: %s refused the connection's start: %s; check -redis-auth "
                        "and -redis-db\n",
-                       s_.what.c_str(), error.c_str());
+                       s_.what.c_str(), for_log(error).c_str());
         told_start_ = true;
         reported_down_ = true;
         return lost("AUTH or SELECT refused");

@@ -53,18 +53,24 @@ struct AgentConfig;
 // another type): the request is then answered DISCONNECTED.
 bool map_reply(proto::Op op, const redisReply* r, proto::Bytes& data, uint8_t& status);
 
+// Text from Redis as it goes into a log line: at most 200 bytes, bytes
+// outside printable ASCII written \xNN, so that a reply cannot flood the
+// log or forge lines.
+std::string for_log(std::string_view text);
+
 // hiredis's reply reader with bounds on what one reply may cost, so that a
 // hostile or broken Redis (or anyone on the path without TLS) cannot make
 // the agent allocate without limit: a reply may take at most
-// kMaxReplyBytes of input and an aggregate at most kMaxReplyElements
-// elements (hiredis 0.14 allocates an aggregate's pointer array from its
-// announced count alone: "*2000000000" would be 16 GB). Both are far above
-// any reply the agent asks for (a session is at most a few KB; the slot map
-// of a cluster with 1,000 shards about 1 MB).
+// kMaxReplyBytes of input and make at most kMaxReplyElements objects, its
+// nested elements included (each costs some 50-100 bytes; and hiredis 0.14
+// allocates an aggregate's pointer array from its announced count alone:
+// "*2000000000" would be 16 GB). Both are far above any reply the agent
+// asks for (a session is a few KB; the slot map of a cluster of 1,000
+// shards is about 100,000 objects).
 class ReplyReader {
  public:
   static constexpr size_t kMaxReplyBytes = 8u << 20;
-  static constexpr int kMaxReplyElements = 1 << 20;
+  static constexpr int kMaxReplyElements = 1 << 18;
   ReplyReader();
   ~ReplyReader();
   ReplyReader(const ReplyReader&) = delete;
@@ -80,6 +86,7 @@ class ReplyReader {
  private:
   redisReader* r_;
   size_t since_reply_ = 0;  // input bytes of the reply in progress
+  size_t made_ = 0;         // objects made for it (its elements, nested ones too)
 };
 
 // A command as hiredis formats it (RESP), owned.
@@ -213,6 +220,7 @@ class RedisLink {
   void drive_handshake();
   void read_some();
   void write_some();
+  void compact_out();
   void on_reply(redisReply* r);
   void on_started();
   void answer(Pending& p, const redisReply* r);

@@ -146,6 +146,12 @@ void test_operations_and_mapping(void**) {
   // (data shorter than 5 bytes: DATA_RANGE, and nothing stored)
   assert_int_equal(c.add("tiny", "data", 60000), int(proto::AddStatus::data_range));
   assert_true(redis.cli({"EXISTS", "dc:tiny"}).rfind("0", 0) == 0);
+  // A lifetime of 0 ms: OK and expired at once, as dc_server answers it
+  // (Redis itself refuses PX 0).
+  assert_int_equal(c.add("zero", "data-data", 0), int(proto::AddStatus::ok));
+  usleep(20000);
+  auto zero = c.get("zero");
+  assert_true(zero && zero->empty());
   assert_int_equal(c.remove("session-1"), int(proto::Status::ok));
   assert_int_equal(c.remove("session-1"), int(proto::Status::notok));
   assert_true(redis.cli({"EXISTS", "dc:session-1"}).rfind("0", 0) == 0);
@@ -320,6 +326,7 @@ void test_bad_flags(void**) {
       {{"-server", "REDIS:127.0.0.1:6379", "-server", "IP:127.0.0.1:9001"}, "alone"},
       {{"-server", "REDIS:127.0.0.1:6379", "-redis-auth", loose}, "chmod 600"},
       {{"-server", "REDIS:127.0.0.1:6379", "-redis-db", "x"}, "database"},
+      {{"-server", "REDIS:localhost:6379"}, "not an IP address"},
   };
   for (const Case& k : cases) {
     std::vector<std::string> argv = {agent, "-listen", "UNIX:" + d.file("a.sock")};

@@ -303,6 +303,25 @@ void test_seeds_unreachable_at_start(void**) {
   assert_true(got && *got == data_of(1));
 }
 
+// A cluster of one node that holds every slot: its CLUSTER SHARDS says
+// "ip" "" (it does not know its own address), which means the node asked.
+void test_cluster_of_one(void**) {
+  RedisClusterFixture cluster;
+  cluster.start_node(0);
+  assert_true(cluster.accepting(0));
+  cluster.expect_ok(cluster.ports[0], {"CLUSTER", "ADDSLOTSRANGE", "0", "16383"});
+  cluster.wait_ok(cluster.ports[0]);
+  ClusterAgent agent;
+  agent.start(cluster.seeds(1));
+  if (!agent.wait_slots_up())
+    fail_msg("no slot map from a cluster of one: %s", slurp(agent.log).c_str());
+  RawConn c;
+  assert_true(c.connect(agent.addr));
+  assert_int_equal(c.add(id_of(7), data_of(7), 60000), int(proto::AddStatus::ok));
+  auto got = c.get(id_of(7));
+  assert_true(got && *got == data_of(7));
+}
+
 void test_bad_flags(void**) {
   std::string agent = env_or_die("DC_AGENT");
   TempDir d;
@@ -316,6 +335,7 @@ void test_bad_flags(void**) {
       {{"-server", "REDIS-CLUSTER:127.0.0.1:7000,127.0.0.1"}, "is not host:port"},
       {{"-server", "REDIS-CLUSTER:"}, "is not host:port"},
       {{"-server", "REDIS-CLUSTER:127.0.0.1:7000", "-server", "IP:127.0.0.1:9001"}, "alone"},
+      {{"-server", "REDIS-CLUSTER:127.0.0.1:7000,localhost:7001"}, "not an IP address"},
   };
   for (const Case& k : cases) {
     std::vector<std::string> argv = {agent, "-listen", "UNIX:" + d.file("a.sock")};
@@ -338,6 +358,7 @@ int main() {
       cmocka_unit_test(test_ask),
       cmocka_unit_test(test_dead_master_and_failover),
       cmocka_unit_test(test_seeds_unreachable_at_start),
+      cmocka_unit_test(test_cluster_of_one),
   };
   return run_redis_tests(tests);
 }

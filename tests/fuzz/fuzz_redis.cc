@@ -62,8 +62,8 @@ void check_cluster(const redisReply* r) {
   std::vector<dc::agent::SlotRange> ranges;
   std::string err;
   for (bool tls : {false, true})
-    if (dc::agent::parse_cluster_shards(r, tls, ranges, err)) check_ranges(ranges);
-  if (dc::agent::parse_cluster_slots(r, ranges, err)) check_ranges(ranges);
+    if (dc::agent::parse_cluster_shards(r, tls, "127.0.0.1", ranges, err)) check_ranges(ranges);
+  if (dc::agent::parse_cluster_slots(r, "127.0.0.1", ranges, err)) check_ranges(ranges);
   if (r->type == REDIS_REPLY_ERROR) {
     dc::agent::Redirect d;
     if (dc::agent::parse_redirect(std::string_view(r->str, r->len), d) &&
