@@ -27,6 +27,10 @@
 
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
+  // SIGHUP prints the statistics once the loop runs; until then it is
+  // ignored, not fatal (logrotate, or anyone who sees the socket appear,
+  // may send it while the daemon starts).
+  signal(SIGHUP, SIG_IGN);
   dc::agent::Options opt;
   std::string err;
   if (!dc::agent::parse_options(argc, argv, opt, err)) {

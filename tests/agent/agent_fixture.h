@@ -41,9 +41,14 @@ inline long long stat_sum(const std::string& line, const std::string& prefix) {
   return sum;
 }
 
+// Statistics lines in `log`, complete ones only: a line being written as
+// the log is read (or written in pieces: it can be longer than stdio's
+// buffer with many upstream nodes) is not counted until its newline is in.
 inline size_t count_stats(const std::string& log) {
+  size_t end = log.rfind('\n');
+  if (end == std::string::npos) return 0;
   size_t n = 0;
-  for (size_t at = log.find("uptime_ms="); at != std::string::npos;
+  for (size_t at = log.find("uptime_ms="); at != std::string::npos && at < end;
        at = log.find("uptime_ms=", at + 1))
     ++n;
   return n;
@@ -51,18 +56,23 @@ inline size_t count_stats(const std::string& log) {
 
 // Sends SIGHUP to a dc_client writing its stderr to `log` and returns the
 // statistics line it prints; fails the test when none comes within 10 s.
+// SIGHUP is sent again every second: one that came before the agent's
+// handler was in place (just after start) is ignored.
 inline std::string request_stats(Process& agent, const std::string& log) {
   size_t lines = count_stats(slurp(log));
-  assert_true(agent.signal(SIGHUP));
   for (int i = 0; i < 1000; ++i) {
+    if (i % 100 == 0) assert_true(agent.signal(SIGHUP));
     std::string text = slurp(log);
     if (count_stats(text) > lines) {
-      size_t at = text.rfind("uptime_ms=");
+      size_t at = text.rfind("uptime_ms=", text.rfind('\n'));
       return text.substr(at, text.find('\n', at) - at);
     }
     usleep(10000);
   }
-  fail_msg("no statistics line from the agent");
+  std::string text = slurp(log);
+  fail_msg("no statistics line from the agent within 10 s (running: %s); its log ends:\n%s",
+           agent.running() ? "yes" : "no",
+           text.substr(text.size() > 2000 ? text.size() - 2000 : 0).c_str());
   return "";
 }
 
