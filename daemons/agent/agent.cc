@@ -267,17 +267,17 @@ std::vector<ev::Stat> Agent::stats_table() {
       {"uptime_ms", "uptime_seconds", "", StatKind::gauge, "Seconds since dc_client started.",
        loop_.now_ms() - started_ms_, 1e-3},
       {"upstream_up", "upstream_up", "", StatKind::gauge,
-       "1 while the connection to dc_server is up (with TLS: its handshake done; with a pool "
-       "of dc_servers: the connection to at least one), else 0.",
+       "1 while the connection to the store (dc_server or Redis) is up, with TLS its "
+       "handshake done (a pool or a Redis Cluster: to at least one node), else 0.",
        upstream_up() ? 1 : 0},
       {"upstream_backoff", "upstream_backoff", "", StatKind::gauge,
-       "1 while there is no connection to dc_server and none is being made: waiting out -retry "
+       "1 while there is no connection to the store and none is being made: waiting out -retry "
        "(or a name lookup) before the next attempt; requests are answered DISCONNECTED.",
        backend_->backing_off() ? 1 : 0},
       {"clients", "clients", "", StatKind::gauge, "Local client connections open.",
        i(locals_.size())},
       {"pending", "pending_requests", "", StatKind::gauge,
-       "Requests forwarded to dc_server and not answered yet (abandoned ones included).",
+       "Requests forwarded to the store and not answered yet (abandoned ones included).",
        i(backend_->pending())},
       {"accepted", "clients_accepted_total", "", StatKind::counter,
        "Local client connections accepted (including those then refused at -maxconns).",
@@ -306,14 +306,14 @@ std::vector<ev::Stat> Agent::stats_table() {
       t.push_back(
           {kResponseRows[op][r][0], "responses_total", kResponseRows[op][r][1], StatKind::counter,
            op == 0 && r == 0 ? "Answers sent to local clients, by operation and result: hit/miss "
-                               "(ok/notok for ADD) as dc_server answered, or disconnected when the "
+                               "(ok/notok for ADD) as the store answered, or disconnected when the "
                                "agent answered DISCONNECTED itself."
                              : nullptr,
            i(s.responses[op][r])});
-  t.push_back({"forwarded", "forwarded_total", "", StatKind::counter, "Requests sent to dc_server.",
+  t.push_back({"forwarded", "forwarded_total", "", StatKind::counter, "Requests sent to the store.",
                i(s.forwarded)});
   t.push_back({"answered", "answered_total", "", StatKind::counter,
-               "Answers from dc_server delivered to a local client in time.", i(s.answered)});
+               "Answers from the store delivered to a local client in time.", i(s.answered)});
   static const char* const kWhy[kDisconnectedReasons][2] = {
       {"disconnected_no_upstream", R"(reason="no_upstream")"},
       {"disconnected_maxpending", R"(reason="maxpending")"},
@@ -326,9 +326,9 @@ std::vector<ev::Stat> Agent::stats_table() {
   for (size_t k = 0; k < kDisconnectedReasons; ++k)
     t.push_back({kWhy[k][0], "disconnected_total", kWhy[k][1], StatKind::counter,
                  k == 0 ? "Requests the agent answered DISCONNECTED itself, by reason: "
-                          "no_upstream (no connection to dc_server), maxpending (-maxpending "
-                          "requests waiting), backlog (too much queued for dc_server), deadline "
-                          "(no answer within -timeout), skipped (dc_server answered a later "
+                          "no_upstream (no connection to the store), maxpending (-maxpending "
+                          "requests waiting), backlog (too much queued for the store), deadline "
+                          "(no answer within -timeout), skipped (the store answered a later "
                           "request first), lost (the connection went with it pending), refused "
                           "(the store answered an error)."
                         : nullptr,
@@ -336,25 +336,25 @@ std::vector<ev::Stat> Agent::stats_table() {
   t.push_back({"dropped", "dropped_total", "", StatKind::counter,
                "Answers for local clients that had gone.", i(s.dropped)});
   t.push_back({"unmatched", "unmatched_total", "", StatKind::counter,
-               "Answers from dc_server that matched no request.", i(s.unmatched)});
+               "Answers from the store that matched no request.", i(s.unmatched)});
   t.push_back({"late", "late_total", "", StatKind::counter,
-               "Answers from dc_server that came after -timeout (dropped: the client was "
+               "Answers from the store that came after -timeout (dropped: the client was "
                "answered DISCONNECTED).",
                i(s.late)});
   t.push_back({"late_max_ms", "late_max_seconds", "", StatKind::gauge,
                "How long the slowest late answer took.", s.late_max_ms, 1e-3});
   t.push_back({"upstream_rtt", "upstream_rtt_seconds", "", StatKind::histogram,
-               "Round trips to dc_server: from forwarding a request to its answer (late ones "
+               "Round trips to the store: from forwarding a request to its answer (late ones "
                "too), on the event loop's clock.",
                0, 1, &s.upstream_rtt});
   t.push_back({"resolves", "resolves_total", "", StatKind::counter,
                "Lookups of the server's name, done off the event loop.", i(s.resolves)});
   t.push_back({"connects", "upstream_connects_total", "", StatKind::counter,
-               "Connections to dc_server established.", i(s.connects)});
+               "Connections to the store established.", i(s.connects)});
   t.push_back({"losses", "upstream_losses_total", "", StatKind::counter,
-               "Connections to dc_server lost (closed, failed, or recycled).", i(s.losses)});
+               "Connections to the store lost (closed, failed, or recycled).", i(s.losses)});
   t.push_back({"deadlines", "upstream_stalls_total", "", StatKind::counter,
-               "Connections to dc_server recycled because nothing came back for max(20 x "
+               "Connections to the store recycled because nothing came back for max(20 x "
                "-timeout, 1000 ms).",
                i(s.deadlines)});
   t.push_back({"client_errors", "protocol_errors_total", "", StatKind::counter,
